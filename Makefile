@@ -1,0 +1,47 @@
+# The two commands of the README: `make serve` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+PYTEST_ARGS ?=
+
+.PHONY: serve test lint typecheck migrate translations bench reliability clean help
+
+help:
+	@echo "make serve   - set up, migrate and run probono serve on 127.0.0.1:8080 (SQLite in ./var)"
+	@echo "make test    - set up and run the tests on SQLite (and PostgreSQL if TEST_DATABASE_URL is set)"
+	@echo "make lint    - ruff and mypy"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@ $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/probono db upgrade
+
+serve: $(STAMP) migrate
+	$(BIN)/probono serve --host 127.0.0.1 --port 8080
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@if [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "== again on PostgreSQL ($$TEST_DATABASE_URL) =="; \
+		PROBONO_TEST_BACKEND=postgresql $(BIN)/python -m pytest -q $(PYTEST_ARGS); \
+	fi
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy bot storage
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

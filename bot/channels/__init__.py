@@ -1,0 +1,1 @@
+"""Transports: Twilio SMS, Telegram, console. Parse, verify, send; no business rules."""

@@ -1,0 +1,97 @@
+"""The channel-neutral message types and the interface every transport implements."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class EventKind(StrEnum):
+    """Things a provider tells us that are not messages."""
+
+    MESSAGE = "message"
+    STOPPED = "stopped"  # the client stopped us (STOP at the carrier, blocked the bot)
+
+
+@dataclass(frozen=True)
+class Media:
+    """A photo or document attached to an inbound message, not yet fetched."""
+
+    url: str
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message from a client or staff member, whatever channel it came by."""
+
+    channel: str
+    address: str  # E.164 phone number, Telegram user id, console phone
+    provider_id: str  # MessageSid, update_id: the dedupe key
+    text: str = ""
+    media: tuple[Media, ...] = ()
+    kind: EventKind = EventKind.MESSAGE
+    choice: str | None = None  # a button the client pressed (Telegram callback data)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One option of a question: the value stored and the label shown."""
+
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What a channel is asked to send: text, and optionally choices to render."""
+
+    address: str
+    text: str
+    choices: tuple[Choice, ...] = ()
+    status_callback: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SendErrorKind(StrEnum):
+    RETRY = "retry"  # 429, 5xx, timeouts: try again later
+    PERMANENT = "permanent"  # invalid number and the like: never retry
+    STOPPED = "stopped"  # the recipient opted out at the provider (21610, blocked)
+
+
+class SendError(Exception):
+    """A send failed; ``kind`` says what to do about it."""
+
+    def __init__(
+        self,
+        kind: SendErrorKind,
+        code: str,
+        message: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{kind}: {code} {message}".strip())
+        self.kind = kind
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_id: str
+    status: str = "sent"
+
+
+class ChannelSender(abc.ABC):
+    """Sends one message on one channel; raises SendError on failure."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Sends the message and returns the provider's id."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections."""

@@ -1,0 +1,1 @@
+"""Channel-neutral dialogues: intake, status, reminders' replies, check-ins, attorney relay."""

@@ -1,0 +1,1 @@
+"""Entry points that glue channels to conversations: HTTP routes, staff and CLI commands."""

@@ -1,0 +1,67 @@
+"""CLI: serve and db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from bot.config import Settings
+from storage import migrate
+
+log = logging.getLogger(__name__)
+
+
+async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    """Applies migrations to the configured database."""
+    await migrate.upgrade_async(settings.database_url)
+    print(f"database at revision {migrate.head_revision()}")
+    return 0
+
+
+async def ensure_migrated(settings: Settings) -> None:
+    """Migrate in development; in production refuse to run on an old schema."""
+    from bot.cli import CommandError
+
+    if await migrate.is_up_to_date(settings.database_url):
+        return
+    if settings.is_production:
+        raise CommandError("the database is not migrated: run `probono db upgrade` first")
+    log.info("migrating the development database")
+    await migrate.upgrade_async(settings.database_url)
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Runs webhooks, dispatcher and scheduler in one process until SIGTERM or Ctrl-C."""
+    from bot.app import create_app
+
+    await ensure_migrated(settings)
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    log.info("serving on http://%s:%s", args.host, args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run webhooks, dispatcher and scheduler")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database maintenance")
+    dbs = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = dbs.add_parser("upgrade", help="apply migrations")
+    up.set_defaults(func=cmd_db_upgrade)
