@@ -43,5 +43,14 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy bot storage
 
+# Extract every client-facing string into locales/messages.pot, merge it into each
+# language's catalog, and report what is still untranslated.
+translations: $(TEST_STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --no-default-keywords -k gettext:2 -k N_ \
+		--add-comments=TRANSLATORS: --project=probono-bot --sort-by-file \
+		-o locales/messages.pot .
+	$(BIN)/pybabel update -i locales/messages.pot -d locales --no-fuzzy-matching
+	$(BIN)/python -m bot.i18n
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

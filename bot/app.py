@@ -9,8 +9,12 @@ from aiohttp import web
 
 from bot.appkeys import METRICS, SERVICES
 from bot.config import Settings
-from bot.handlers import health
+from bot.conversations import intake
+from bot.dispatch import dispatcher_ctx
+from bot.handlers import api, health, telegram_routes, twilio_routes
+from bot.handlers.inbound import processor_ctx
 from bot.metrics import Metrics
+from bot.scheduler import scheduler_ctx
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -19,11 +23,14 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *, services: Services | None = None) -> web.Application:
     """Build the aiohttp application: routes, and background work started and stopped with it."""
     settings.check_production()
+    intake.check_intake(settings)  # a broken intake file stops the bot before it answers anyone
     app = web.Application(client_max_size=2 * 1024 * 1024)
     svc = services or Services.build(settings)
     app[SERVICES] = svc
     app[METRICS] = Metrics()
     health.setup(app)
+    twilio_routes.setup(app)
+    api.setup(app)
 
     async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -31,4 +38,11 @@ def create_app(settings: Settings, *, services: Services | None = None) -> web.A
             await svc.close()
 
     app.cleanup_ctx.append(_services_ctx)
+    # Telegram (route, sender, webhook or polling) before the dispatcher that sends through it.
+    telegram_routes.setup(app)
+    # The dispatcher first: the inbound processor wakes it; stopped in reverse order.
+    app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(processor_ctx)
+    # Reminders, check-ins and scheduled sends become outbox rows; wakes the dispatcher.
+    app.cleanup_ctx.append(scheduler_ctx)
     return app

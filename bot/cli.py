@@ -17,6 +17,10 @@ from bot.logging_setup import setup_logging
 # Each module has register(subparsers) and adds its commands with set_defaults(func=...).
 COMMAND_MODULES = [
     "bot.handlers.cli_core",
+    "bot.handlers.cli_chat",
+    "bot.handlers.cli_admin",
+    "bot.handlers.cli_broadcast",
+    "bot.handlers.cli_cases",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]

@@ -52,9 +52,18 @@ class Settings(BaseSettings):
     reminder_offsets: str = Field("7d,1d,2h", alias="REMINDER_OFFSETS")
     sms_send_rate: float = Field(1.0, alias="SMS_SEND_RATE", gt=0)
     telegram_send_rate: float = Field(30.0, alias="TELEGRAM_SEND_RATE", gt=0)
+    # Estimated price of one SMS segment in USD (Twilio US long code), for broadcast dry runs.
+    sms_segment_cost: float = Field(0.0079, alias="SMS_SEGMENT_COST", ge=0)
     service_area_zips: str = Field("", alias="SERVICE_AREA_ZIPS")
     intake_file: Path | None = Field(None, alias="INTAKE_FILE")
     checkin_after_days: int = Field(30, alias="CHECKIN_AFTER_DAYS", ge=1)
+    # Case status over chat needs the client's PIN ("STATUS 1234") when on.
+    probono_require_pin: bool = Field(False, alias="PROBONO_REQUIRE_PIN")
+    # A program's own statuses and their client-facing words; unset uses bot/data/statuses.toml.
+    statuses_file: Path | None = Field(None, alias="STATUSES_FILE")
+    # The scheduler turns due reminders, check-ins and scheduled sends into messages.
+    scheduler_enabled: bool = Field(True, alias="SCHEDULER_ENABLED")
+    scheduler_interval_seconds: float = Field(30.0, alias="SCHEDULER_INTERVAL_SECONDS", gt=0)
 
     @field_validator("public_base_url")
     @classmethod

@@ -1,7 +1,603 @@
-"""The dispatcher: claims due outbox rows and sends them through their channel."""
+"""The dispatcher: claims due outbox rows and sends each through its channel, exactly once.
+
+How a row travels: ``pending`` -> claimed as ``sending`` (with a lease, committed *before*
+the provider is called) -> ``sent`` with the provider's id, or back to ``pending`` with a
+later ``due_at`` (retry), or ``failed`` / ``skipped``.
+
+A row found in ``sending`` after its lease expired belongs to a dispatcher that died
+between calling the provider and recording the outcome. Twilio's Messages API has no
+idempotency key and nothing of ours travels with the message that could find it again
+reliably, so we cannot tell "sent" from "not sent": the row goes to ``review`` (counted
+in the metrics and logged) and a person decides. Sending it again blindly could text a
+client twice, which on a shared phone can be worse than a delayed message.
+
+A client has at most one row in flight at a time, across all dispatchers: their messages
+arrive in order, and a row is claimed only when it is about to be sent, so a crash leaves
+at most that one message in doubt.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import time as monotonic_time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+
+from bot.appkeys import DISPATCHER, METRICS, SERVICES
+from bot.channels.base import (
+    ChannelSender,
+    Choice,
+    OutboundMessage,
+    SendError,
+    SendErrorKind,
+    SendResult,
+)
+from bot.conversations import keywords
+from bot.metrics import Metrics
+from bot.quiet_hours import hold_until
+from bot.services import Services
+from storage import repo
+from storage.crypto import CryptoError
+from storage.db import transaction
+from storage.models import (
+    Channel,
+    ChannelIdentity,
+    Client,
+    Message,
+    MessageStatus,
+    OutboxItem,
+    OutboxStatus,
+    Staff,
+)
+
+log = logging.getLogger(__name__)
+
+# Outbox kinds the router writes. An opted-out identity still gets the one confirmation of
+# its opt-out and the answer to HELP; nothing else.
+OPTOUT_CONFIRM = "optout_confirm"
+OPTIN_CONFIRM = "optin_confirm"
+HELP_REPLY = "help"
+BYPASS_OPT_OUT = frozenset({OPTOUT_CONFIRM, HELP_REPLY})
+# These texts already say how to stop and get help, so they count as the first-contact notice.
+CARRIES_NOTICE = frozenset({HELP_REPLY, OPTIN_CONFIRM})
+# Channels where a first message must carry "Reply STOP to opt out, HELP for help."
+NOTICE_CHANNELS = frozenset({Channel.SMS, Channel.CONSOLE})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class TokenBucket:
+    """A send-rate limit: ``rate`` per second, with a burst of a tenth of a second's worth."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        *,
+        capacity: float | None = None,
+        monotonic: Callable[[], float] = monotonic_time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.capacity = capacity if capacity is not None else max(1.0, (rate or 1.0) / 10)
+        self._monotonic = monotonic
+        self._tokens = self.capacity
+        self._stamp = monotonic()
+
+    def _refill(self) -> None:
+        now = self._monotonic()
+        if self.rate is not None:
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def available(self) -> int:
+        """Whole sends allowed right now."""
+        if self.rate is None:
+            return 1_000_000
+        self._refill()
+        return int(self._tokens)
+
+    def take(self, n: int) -> None:
+        if self.rate is None or n <= 0:
+            return
+        self._refill()
+        self._tokens -= n
+
+    def wait_time(self) -> float:
+        """Seconds until one more send is allowed."""
+        if self.rate is None:
+            return 0.0
+        self._refill()
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A row claimed for sending, with everything needed to send and record it."""
+
+    item_id: int
+    message_id: int
+    channel: str
+    kind: str
+    identity_id: int | None
+    outbound: OutboundMessage
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
 
 class Dispatcher:
-    """Placeholder until the SMS issue lands: see issue 3."""
+    """Sends due outbox rows through ``services.senders``, obeying rates, quiet hours, opt-outs."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        metrics: Metrics | None = None,
+        name: str | None = None,
+        batch_size: int = 50,
+        lease: timedelta = timedelta(minutes=5),
+        poll_interval: float = 1.0,
+        reconcile_every: float = 10.0,
+        max_attempts: int = 10,
+        backoff_base: float = 2.0,
+        backoff_cap: float = 900.0,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = monotonic_time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.services = services
+        self.metrics = metrics
+        self.name = (name or _default_name())[:48]
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.reconcile_every = reconcile_every
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rng = rng or random.Random()
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._buckets: dict[str, TokenBucket] = {}
+        self._claims = itertools.count(1)
+        self._events: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self.review_count = 0
+
+    # ------------------------------------------------------------------ public
+
+    def poke(self) -> None:
+        """Wake the send loops now: rows were just queued."""
+        for event in self._events.values():
+            event.set()
+
+    async def run_once(self) -> int:
+        """Settle expired leases, then one claim-and-send round per channel; rows touched."""
+        await self.reconcile()
+        total = 0
+        for channel, sender in list(self.services.senders.items()):
+            total += await self._round(channel, sender)
+        return total
+
+    async def drain(self, *, max_rounds: int = 100_000) -> int:
+        """Send everything due now (waiting out rate limits); for tests and `probono chat`."""
+        total = 0
+        for _ in range(max_rounds):
+            n = await self.run_once()
+            total += n
+            if n:
+                continue
+            wait = await self._rate_wait()
+            if wait is None:
+                return total
+            await self._sleep(wait)
+        raise RuntimeError("dispatcher drain did not settle")
+
+    async def start(self) -> None:
+        """Run in the background until stop()."""
+        self._stopping = False
+        self._stop_event.clear()
+        self._supervisor = asyncio.create_task(self._supervise(), name="dispatcher")
+
+    async def stop(self, grace: float = 15.0) -> None:
+        """Let sends in flight finish (up to ``grace`` seconds), then stop."""
+        self._stopping = True
+        self._stop_event.set()
+        self.poke()
+        tasks = [t for t in [self._supervisor, *self._tasks.values()] if t is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tasks.clear()
+        self._supervisor = None
+
+    async def reconcile(self) -> int:
+        """Rows left in ``sending`` past their lease go to ``review``: never a blind resend."""
+        now = self.services.clock()
+        async with transaction(self.services.sessions) as session:
+            stuck = await repo.expired_sending(session, now=now)
+            for item in stuck:
+                item.status = OutboxStatus.REVIEW
+                item.lease_until = None
+                item.last_error = "lease expired while sending: outcome unknown"
+                msg = await session.get(Message, item.message_id)
+                if msg is not None:
+                    msg.status = MessageStatus.REVIEW
+                    msg.updated_at = now
+                    session.add(msg)
+                session.add(item)
+        for item in stuck:
+            log.warning("outbox row %s needs review: a dispatcher died while sending it", item.id)
+            self._count(item.channel, "review")
+        self.review_count += len(stuck)
+        return len(stuck)
+
+    # ------------------------------------------------------------------ rounds
+
+    def _bucket(self, channel: str) -> TokenBucket:
+        bucket = self._buckets.get(channel)
+        if bucket is None:
+            settings = self.services.settings
+            rate: float | None = None
+            if channel == Channel.SMS:
+                rate = settings.sms_send_rate
+            elif channel == Channel.TELEGRAM:
+                rate = settings.telegram_send_rate
+            bucket = TokenBucket(rate, monotonic=self._monotonic)
+            self._buckets[channel] = bucket
+        return bucket
+
+    async def _rate_wait(self) -> float | None:
+        """How long until a rate-limited channel with due rows may send; None if none waits."""
+        empty = [c for c in self.services.senders if self._bucket(c).available() < 1]
+        if not empty:
+            return None
+        async with self.services.sessions() as session:
+            due = await repo.pending_due_count(session, channels=empty, now=self.services.clock())
+        if not due:
+            return None
+        return max(0.001, min(self._bucket(c).wait_time() for c in empty))
+
+    async def _round(self, channel: str, sender: ChannelSender) -> int:
+        bucket = self._bucket(channel)
+        n = min(self.batch_size, bucket.available())
+        if n < 1:
+            return 0
+        claimed, touched = await self._claim(channel, n)
+        bucket.take(len(claimed))
+        if claimed:
+            await asyncio.gather(*(self._deliver(sender, c) for c in claimed))
+        return touched
+
+    async def _claim(self, channel: str, limit: int) -> tuple[list[_Claimed], int]:
+        """Claim due rows and decide each: send now, skip, or hold for quiet hours."""
+        services = self.services
+        now = services.clock()
+        window = services.settings.quiet_window()
+        claimer = f"{self.name}/{next(self._claims)}"
+        out: list[_Claimed] = []
+        async with transaction(services.sessions) as session:
+            items = await repo.claim_outbox(
+                session,
+                channel=channel,
+                limit=limit,
+                now=now,
+                claimer=claimer,
+                lease_until=now + self.lease,
+            )
+            for item in items:
+                try:
+                    claimed = await self._prepare(session, item, now, window)
+                except (CryptoError, ValueError, LookupError) as exc:
+                    # One unreadable row (bad key, bad time zone) must not block the rest.
+                    log.error("outbox row %s cannot be prepared: %s", item.id, type(exc).__name__)
+                    self._settle(item, OutboxStatus.FAILED, f"cannot prepare: {type(exc).__name__}")
+                    continue
+                if claimed is not None:
+                    out.append(claimed)
+        for item in items:
+            if item.status == OutboxStatus.SKIPPED:
+                self._count(channel, "skipped")
+        return out, len(items)
+
+    async def _prepare(
+        self, session: Any, item: OutboxItem, now: datetime, window: tuple[time, time] | None
+    ) -> _Claimed | None:
+        """Decide one claimed row: None when skipped or held, else what to send."""
+        services = self.services
+        vault = services.vault
+        channel = item.channel
+        assert item.id is not None
+        msg = await session.get(Message, item.message_id)
+        extra: dict[str, Any] = dict(item.extra or {})
+        if msg is None:
+            self._settle(item, OutboxStatus.SKIPPED, "message row missing")
+            return None
+        client = await session.get(Client, item.client_id) if item.client_id else None
+        identity: ChannelIdentity | None = None
+        if item.staff_id is not None or extra.get("chat_id") is not None:
+            address = await self._staff_address(session, item, extra)
+            if address is None:
+                self._skip(item, msg, "no staff address")
+                return None
+            if client is not None and client.wrapped_key is None:
+                self._skip(item, msg, "client erased")
+                return None
+            text = repo.message_body(vault, client, msg)
+        else:
+            if client is None or client.wrapped_key is None:
+                self._skip(item, msg, "client erased")
+                return None
+            identity = await self._identity(session, item, extra, client)
+            if identity is None:
+                self._skip(item, msg, "no address")
+                return None
+            if identity.opted_out_at is not None and item.kind not in BYPASS_OPT_OUT:
+                self._skip(item, msg, "opted out")
+                return None
+            if not item.urgent:
+                held = hold_until(now, client.timezone, window)
+                if held is not None:
+                    item.status = OutboxStatus.PENDING
+                    item.due_at = held
+                    item.claimed_by = None
+                    item.lease_until = None
+                    session.add(item)
+                    return None
+            address = repo.identity_address(vault, client, identity) or ""
+            text = repo.message_body(vault, client, msg)
+            if channel in NOTICE_CHANNELS and identity.notice_sent_at is None:
+                if item.kind not in CARRIES_NOTICE and item.kind != OPTOUT_CONFIRM:
+                    lang = client.language or services.settings.default_language
+                    text = f"{text}\n\n{keywords.text(lang, 'notice')}"
+                    # What is stored is what was sent.
+                    msg.body_enc = repo.client_key(vault, client).seal_text(text, "message.body")
+                if item.kind != OPTOUT_CONFIRM:
+                    identity.notice_sent_at = now
+                    session.add(identity)
+        msg.status = MessageStatus.SENDING
+        msg.attempts += 1
+        msg.updated_at = now
+        item.attempts += 1
+        session.add(msg)
+        session.add(item)
+        choices = tuple(
+            Choice(value=str(c[0]), label=str(c[1])) for c in extra.get("choices") or []
+        )
+        return _Claimed(
+            item_id=item.id,
+            message_id=msg.id,  # type: ignore[arg-type]
+            channel=channel,
+            kind=item.kind,
+            identity_id=identity.id if identity is not None else None,
+            outbound=OutboundMessage(
+                address=address,
+                text=text,
+                choices=choices,
+                extra={"kind": item.kind, **extra},
+            ),
+        )
+
+    async def _identity(
+        self, session: Any, item: OutboxItem, extra: dict[str, Any], client: Client
+    ) -> ChannelIdentity | None:
+        ident_id = extra.get("identity_id")
+        if ident_id is not None:
+            ident = await session.get(ChannelIdentity, int(ident_id))
+            if ident is not None and ident.client_id == client.id:
+                return ident  # type: ignore[no-any-return]
+        assert client.id is not None
+        return await repo.reply_identity(session, client_id=client.id, channel=item.channel)
+
+    async def _staff_address(
+        self, session: Any, item: OutboxItem, extra: dict[str, Any]
+    ) -> str | None:
+        if extra.get("chat_id") is not None:
+            return str(extra["chat_id"])
+        staff = await session.get(Staff, item.staff_id)
+        if staff is None or not staff.active:
+            return None
+        tid = repo.staff_telegram_id(self.services.vault, staff)
+        return str(tid) if tid is not None else None
+
+    def _skip(self, item: OutboxItem, msg: Message, reason: str) -> None:
+        self._settle(item, OutboxStatus.SKIPPED, reason)
+        msg.status = MessageStatus.CANCELLED
+        msg.updated_at = self.services.clock()
+
+    def _settle(self, item: OutboxItem, status: str, reason: str | None) -> None:
+        item.status = status
+        item.lease_until = None
+        item.last_error = reason
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def _deliver(self, sender: ChannelSender, claimed: _Claimed) -> None:
+        try:
+            result = await sender.send(claimed.outbound)
+        except SendError as exc:
+            await self._guarded(self._record_failure(claimed, exc), claimed)
+            return
+        except Exception as exc:
+            # We do not know whether it went out: review, never a blind resend.
+            log.error(
+                "sender %s raised %s for outbox row %s",
+                sender.name,
+                type(exc).__name__,
+                claimed.item_id,
+            )
+            await self._guarded(self._record_review(claimed, type(exc).__name__), claimed)
+            return
+        await self._guarded(self._record_sent(claimed, result), claimed)
+
+    async def _guarded(self, work: Awaitable[None], claimed: _Claimed) -> None:
+        try:
+            await work
+        except Exception as exc:
+            # The row stays `sending`; its lease will expire and it goes to review.
+            log.error(
+                "could not record the outcome of outbox row %s: %s",
+                claimed.item_id,
+                type(exc).__name__,
+            )
+
+    async def _record_sent(self, claimed: _Claimed, result: SendResult) -> None:
+        now = self.services.clock()
+        for provider_id in (result.provider_id or None, None):
+            try:
+                async with transaction(self.services.sessions) as session:
+                    item = await session.get(OutboxItem, claimed.item_id)
+                    msg = await session.get(Message, claimed.message_id)
+                    assert item is not None and msg is not None
+                    item.status = OutboxStatus.SENT
+                    item.sent_at = now
+                    item.lease_until = None
+                    item.last_error = None
+                    msg.provider_id = provider_id
+                    msg.status = MessageStatus.SENT
+                    msg.error_code = None
+                    msg.updated_at = now
+                    session.add(item)
+                    session.add(msg)
+                break
+            except IntegrityError:
+                # A provider reusing an id must not leave a sent message looking unsent.
+                log.warning("provider id of outbox row %s already known", claimed.item_id)
+                continue
+        self._count(claimed.channel, "sent")
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Seconds before the next try: exponential with jitter, at least Retry-After."""
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** max(0, attempts - 1))
+        delay: float = ceiling * self.rng.uniform(0.5, 1.0)
+        return max(delay, retry_after or 0.0)
+
+    async def _record_failure(self, claimed: _Claimed, exc: SendError) -> None:
+        now = self.services.clock()
+        outcome = str(exc.kind)
+        async with transaction(self.services.sessions) as session:
+            item = await session.get(OutboxItem, claimed.item_id)
+            msg = await session.get(Message, claimed.message_id)
+            assert item is not None and msg is not None
+            item.lease_until = None
+            item.last_error = f"{exc.kind}: {exc.code}"[:200]
+            msg.error_code = str(exc.code)[:32]
+            msg.updated_at = now
+            if exc.kind == SendErrorKind.RETRY and item.attempts < self.max_attempts:
+                due = now + timedelta(seconds=self.backoff(item.attempts, exc.retry_after))
+                item.status = OutboxStatus.PENDING
+                item.due_at = due
+                item.claimed_by = None
+                msg.status = MessageStatus.QUEUED
+                await repo.delay_later_rows(session, item=item, until=due)
+            else:
+                if exc.kind == SendErrorKind.RETRY:
+                    outcome = "gave_up"
+                item.status = OutboxStatus.FAILED
+                msg.status = MessageStatus.FAILED
+                if exc.kind == SendErrorKind.STOPPED and claimed.identity_id is not None:
+                    ident = await session.get(ChannelIdentity, claimed.identity_id)
+                    if ident is not None:
+                        await repo.record_consent(
+                            session, identity=ident, kind="opt_out", source="provider_error", at=now
+                        )
+            session.add(item)
+            session.add(msg)
+        self._count(claimed.channel, outcome)
+
+    async def _record_review(self, claimed: _Claimed, reason: str) -> None:
+        now = self.services.clock()
+        async with transaction(self.services.sessions) as session:
+            item = await session.get(OutboxItem, claimed.item_id)
+            msg = await session.get(Message, claimed.message_id)
+            assert item is not None and msg is not None
+            item.status = OutboxStatus.REVIEW
+            item.lease_until = None
+            item.last_error = f"sender raised {reason}"[:200]
+            msg.status = MessageStatus.REVIEW
+            msg.updated_at = now
+            session.add(item)
+            session.add(msg)
+        self.review_count += 1
+        self._count(claimed.channel, "review")
+
+    def _count(self, channel: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.outbound.labels(channel=channel, outcome=outcome).inc()
+
+    # ------------------------------------------------------------------ background
+
+    async def _supervise(self) -> None:
+        last_reconcile = -1e9
+        while not self._stopping:
+            for channel, sender in list(self.services.senders.items()):
+                task = self._tasks.get(channel)
+                if task is None or task.done():
+                    self._events.setdefault(channel, asyncio.Event())
+                    self._tasks[channel] = asyncio.create_task(
+                        self._channel_loop(channel, sender), name=f"dispatch-{channel}"
+                    )
+            if monotonic_time.monotonic() - last_reconcile >= self.reconcile_every:
+                last_reconcile = monotonic_time.monotonic()
+                try:
+                    await self.reconcile()
+                    await self._update_gauge()
+                except Exception as exc:
+                    log.error("dispatcher reconcile failed: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), self.poll_interval)
+
+    async def _update_gauge(self) -> None:
+        if self.metrics is None:
+            return
+        async with self.services.sessions() as session:
+            n = await repo.pending_due_count(
+                session, channels=list(self.services.senders), now=self.services.clock()
+            )
+        self.metrics.outbox_pending.set(n)
+
+    async def _channel_loop(self, channel: str, sender: ChannelSender) -> None:
+        event = self._events.setdefault(channel, asyncio.Event())
+        while not self._stopping:
+            event.clear()
+            try:
+                n = await self._round(channel, sender)
+            except Exception as exc:
+                log.error("dispatch round on %s failed: %s", channel, type(exc).__name__)
+                n = 0
+            if n or self._stopping:
+                continue
+            bucket = self._bucket(channel)
+            timeout = self.poll_interval
+            if bucket.available() < 1:
+                timeout = min(timeout, max(0.001, bucket.wait_time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+
+
+async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Runs a Dispatcher in the background for the application's lifetime (cleanup_ctx)."""
+    dispatcher = Dispatcher(app[SERVICES], metrics=app[METRICS])
+    app[DISPATCHER] = dispatcher
+    await dispatcher.start()
+    yield
+    await dispatcher.stop()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
+import tomllib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale
@@ -65,11 +69,16 @@ def gettext(lang: str, msgid: str, /, **params: object) -> str:
         return msgid.format(**params)
 
 
+# CLDR has almost no date data for Haitian Creole ("2026 M03 10"); Haiti's French reads
+# naturally to Kreyòl readers ("10 mars 2026") and its month names are near the Kreyòl ones.
+DATE_LOCALES: dict[str, str] = {"ht": "fr_HT"}
+
+
 def format_datetime(when: datetime, lang: str, tz: str) -> str:
     """A date and time as a person in that language and time zone reads it."""
     local = when.astimezone(ZoneInfo(tz))
     try:
-        locale = Locale.parse(lang)
+        locale = Locale.parse(DATE_LOCALES.get(lang, lang))
     except (ValueError, TypeError):
         locale = Locale.parse("en")
     return babel_format_datetime(local, format="medium", locale=locale, tzinfo=ZoneInfo(tz))
@@ -78,3 +87,92 @@ def format_datetime(when: datetime, lang: str, tz: str) -> str:
 def reload() -> None:
     """Forget loaded catalogs (after `make translations`)."""
     _catalog.cache_clear()
+
+
+# --------------------------------------------------------------------------- catalog tooling
+
+
+def _dialogue_strings(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(msgid, translator comment) for each client-facing string of a dialogue table."""
+    states = raw.get("states")
+    if not isinstance(states, dict):
+        return
+    for name, state in states.items():
+        if not isinstance(state, dict):
+            continue
+        prompts = state.get("prompt")
+        for prompt in [prompts] if isinstance(prompts, str) else prompts or []:
+            if isinstance(prompt, str):
+                yield prompt, f"state {name}: the question or message"
+        for key, what in (("example", "the re-ask with an example"), ("label", "summary label")):
+            if isinstance(state.get(key), str):
+                yield state[key], f"state {name}: {what}"
+        for choice in state.get("choices") or []:
+            if not isinstance(choice, dict):
+                continue
+            if isinstance(choice.get("label"), str):
+                yield choice["label"], f"state {name}: an option"
+            if isinstance(choice.get("keywords"), str):
+                yield (
+                    choice["keywords"],
+                    f"state {name}: words that pick the option {choice.get('value')}, "
+                    "separated by | (lower case)",
+                )
+
+
+def extract_dialogue(
+    fileobj: IO[bytes],
+    keywords: Sequence[str],
+    comment_tags: Sequence[str],
+    options: dict[str, Any],
+) -> Iterator[tuple[int, str, str, list[str]]]:
+    """Babel extractor for dialogue files (TOML): prompts, examples, labels and option words.
+
+    Used from babel.cfg as ``[bot.i18n.extract_dialogue: bot/data/**.toml]``.
+    """
+    data = fileobj.read()
+    text = data.decode("utf-8")
+    raw = tomllib.loads(text)
+    lines = text.splitlines()
+    for msgid, comment in _dialogue_strings(raw):
+        # The line the string starts on, for translators' reference (0 when escaped).
+        needle = msgid.split("\n")[0][:40]
+        lineno = next((i for i, line in enumerate(lines, start=1) if needle in line), 0)
+        yield lineno, "", msgid, [f"TRANSLATORS: {comment}"]
+
+
+def dialogue_msgids(path: Path) -> list[str]:
+    """Every client-facing string of a dialogue file (tests check each one is translated)."""
+    with path.open("rb") as fh:
+        return [m for m, _c in _dialogue_strings(tomllib.load(fh))]
+
+
+def missing_translations(lang: str, msgids: Sequence[str]) -> list[str]:
+    """The msgids with no translation in ``lang``'s catalog."""
+    catalog = _catalog(lang)
+    return [m for m in dict.fromkeys(msgids) if m not in catalog]
+
+
+def _catalog_stats(argv: Sequence[str]) -> int:
+    """`python -m bot.i18n [LANG...]`: how much of the template each catalog translates."""
+    from babel.messages.pofile import read_po as _read
+
+    template = LOCALES_DIR / "messages.pot"
+    with template.open("rb") as fh:
+        msgids = [str(m.id) for m in _read(fh) if m.id and isinstance(m.id, str)]
+    langs = list(argv) or [code for code in LANGUAGES if code != "en"]
+    worst = 0
+    for lang in langs:
+        if not (LOCALES_DIR / lang / "LC_MESSAGES" / "messages.po").exists():
+            print(f"{lang}: no catalog")
+            continue
+        missing = missing_translations(lang, msgids)
+        print(f"{lang}: {len(msgids) - len(missing)}/{len(msgids)} translated")
+        for msgid in missing:
+            print(f"  missing: {msgid[:70]!r}")
+        worst = max(worst, len(missing))
+    return 1 if worst and argv else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_catalog_stats(sys.argv[1:]))

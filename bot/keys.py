@@ -36,3 +36,23 @@ def load_vault(settings: Settings, *, create: bool = True) -> Vault:
         path,
     )
     return Vault.from_setting(path.read_text().strip())
+
+
+def prepend_key_file(settings: Settings) -> str:
+    """Put a new key first in the development key file (kept 0600); returns the new key.
+
+    The old keys stay listed so existing data still decrypts until `probono keys rotate`
+    has re-encrypted it.
+    """
+    path = settings.key_file()
+    data_dir_ready(settings)
+    old = path.read_text().split() if path.exists() else []
+    new = generate_key()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)  # a leftover could carry looser permissions
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join([new, *old]) + "\n")
+    # Replace in one step: a crash leaves the old file or the new one, never half of one.
+    os.replace(tmp, path)
+    return new

@@ -85,6 +85,9 @@ async def alert_coordinators(
         case_id=case_id,
         kind="alert",
         dedupe_key=dedupe_key,
+        due_at=services.clock(),
+        # A button that opens the attorney picker (bot/handlers/staff.py, "assign:CASE").
+        extra={"choices": [[f"assign:{case_id}", "Assign"]]} if case_id is not None else None,
     )
 
 

@@ -32,5 +32,7 @@ def hold_until(now: datetime, tz: str, window: tuple[time, time] | None) -> date
     # A wall time that does not exist (DST gap) normalises forward through UTC.
     result = candidate.astimezone(UTC)
     if result <= now:
-        result = (candidate + timedelta(days=1)).astimezone(UTC)
+        # A wall time that comes twice (DST overlap): its second occurrence may be ahead.
+        second = candidate.replace(fold=1).astimezone(UTC)
+        result = second if second > now else (candidate + timedelta(days=1)).astimezone(UTC)
     return result

@@ -98,6 +98,8 @@ class Client(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     wrapped_key: bytes | None = _blob()  # None once erased: every field reads as erased
     name_enc: bytes | None = _blob()
+    # Keyed hash of the normalised name: conflict checks find clients without decrypting.
+    name_hash: str | None = Field(default=None, max_length=64, index=True)
     language: str = Field(default="en", max_length=16)
     timezone: str = Field(default="America/New_York", max_length=64)
     discreet: bool = Field(default=False)  # unsafe to text details: neutral wording only

@@ -84,6 +84,18 @@ class SendResult:
     status: str = "sent"
 
 
+@dataclass(frozen=True)
+class FetchedMedia:
+    """An attachment's bytes, downloaded from the provider."""
+
+    content: bytes
+    content_type: str
+
+
+class MediaError(Exception):
+    """An attachment could not be downloaded; the message is handled without it."""
+
+
 class ChannelSender(abc.ABC):
     """Sends one message on one channel; raises SendError on failure."""
 
@@ -92,6 +104,10 @@ class ChannelSender(abc.ABC):
     @abc.abstractmethod
     async def send(self, message: OutboundMessage) -> SendResult:
         """Sends the message and returns the provider's id."""
+
+    async def fetch_media(self, media: Media) -> FetchedMedia:
+        """Downloads an attachment the client sent; channels without media raise MediaError."""
+        raise MediaError(f"the {self.name} channel cannot fetch media")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Releases connections."""

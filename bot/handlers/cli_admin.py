@@ -1,0 +1,467 @@
+"""CLI: staff, clients, cases, keys and erasure — the program's administration commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.cli import CommandError
+from bot.config import Settings
+from bot.conversations import status as status_conversation
+from bot.handlers.cli_core import ensure_migrated
+from bot.i18n import LANGUAGES, available_languages
+from bot.keys import load_vault, prepend_key_file
+from bot.phones import PhoneError, normalize_phone
+from bot.services import Services
+from storage import repo
+from storage.crypto import CryptoError, generate_key
+from storage.db import transaction
+from storage.models import Case, Channel, Client, Role, Staff
+from storage.rotate import RotationError, rotate_keys
+
+log = logging.getLogger(__name__)
+
+_CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_STATUS_MAX = 64  # Case.status and CaseStatusChange.status columns
+_NAME_MAX = 200
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _phone(raw: str) -> str:
+    try:
+        return normalize_phone(raw)
+    except PhoneError as exc:
+        # The message never repeats the number: it may end up in a shell history or a log.
+        raise CommandError(f"--phone: {exc}") from None
+
+
+def _name(raw: str) -> str:
+    name = " ".join(raw.split())
+    if not name:
+        raise CommandError("--name must not be empty")
+    if len(name) > _NAME_MAX:
+        raise CommandError(f"--name is longer than {_NAME_MAX} characters")
+    return name
+
+
+def _role(raw: str) -> str:
+    roles = [r.value for r in Role]
+    value = raw.strip().lower()
+    if value not in roles:
+        raise CommandError(f"--role must be one of {', '.join(roles)}, not {raw!r}")
+    return value
+
+
+def _telegram_id(raw: str) -> int:
+    text = raw.strip()
+    if not text.isdigit() or int(text) <= 0:
+        raise CommandError(
+            f"--telegram-id must be a positive number (a Telegram user id), not {raw!r}"
+        )
+    return int(text)
+
+
+def _language(raw: str) -> str:
+    known = list(dict.fromkeys([*LANGUAGES, *available_languages()]))
+    value = raw.strip().lower()
+    if value not in known:
+        raise CommandError(f"--language must be one of {', '.join(known)}, not {raw!r}")
+    return value
+
+
+def _timezone(raw: str) -> str:
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise CommandError(
+            f"--timezone: unknown time zone {raw!r} (use a name like America/New_York)"
+        ) from None
+    return value
+
+
+def _category(raw: str) -> str:
+    value = raw.strip().lower()
+    if not _CATEGORY_RE.match(value):
+        raise CommandError(
+            f"--category must be a short word like housing or family "
+            f"(letters, digits, - and _; at most 32), not {raw!r}"
+        )
+    return value
+
+
+def _status(raw: str) -> str:
+    value = " ".join(raw.split())
+    if not value:
+        raise CommandError("the status must not be empty")
+    if len(value) > _STATUS_MAX:
+        raise CommandError(f"the status is longer than {_STATUS_MAX} characters")
+    return value
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+async def _migrated(settings: Settings) -> None:
+    """Refuses an old schema in production, migrates in development; quietly."""
+    noisy = logging.getLogger("alembic.runtime.migration")
+    before = noisy.level
+    # Alembic announces its context on every check; an admin command's stderr is for errors.
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        noisy.setLevel(logging.WARNING)
+    try:
+        await ensure_migrated(settings)
+    finally:
+        noisy.setLevel(before)
+
+
+@asynccontextmanager
+async def _services(settings: Settings) -> AsyncIterator[Services]:
+    """Services for one command, on a migrated database, closed afterwards."""
+    await _migrated(settings)
+    services = Services.build(settings)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
+# Channels whose address is a phone number: `probono chat` clients count as well as SMS ones.
+_PHONE_CHANNELS = (Channel.SMS, Channel.CONSOLE)
+
+
+async def _find_by_phone(services: Services, session: AsyncSession, phone: str) -> Client | None:
+    for channel in _PHONE_CHANNELS:
+        client = await repo.find_client_by_address(
+            session, vault=services.vault, channel=channel, address=phone
+        )
+        if client is not None:
+            return client
+    return None
+
+
+async def _client_by_phone(services: Services, session: AsyncSession, phone: str) -> Client:
+    client = await _find_by_phone(services, session, phone)
+    if client is None:
+        raise CommandError(
+            "no client with that phone number (register one with `probono client add`)"
+        )
+    return client
+
+
+async def _case(session: AsyncSession, reference: str) -> Case:
+    case = await repo.get_case(session, reference=reference)
+    if case is None:
+        raise CommandError(f"no case {repo.normalize_reference(reference)}")
+    return case
+
+
+# --------------------------------------------------------------------------- staff
+
+
+async def cmd_staff_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Registers an attorney or coordinator; prints their staff id."""
+    name = _name(args.name)
+    role = _role(args.role)
+    telegram_id = _telegram_id(args.telegram_id) if args.telegram_id is not None else None
+    phone = _phone(args.phone) if args.phone is not None else None
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        if telegram_id is not None:
+            hashes = services.vault.blind_indexes(
+                repo.staff_index_kind("telegram"), str(telegram_id)
+            )
+            other = await session.scalar(
+                select(Staff.id).where(col(Staff.telegram_id_hash).in_(hashes))
+            )
+            if other is not None:
+                raise CommandError(f"staff {other} already has that Telegram id")
+        staff = await repo.create_staff(
+            session,
+            vault=services.vault,
+            name=name,
+            role=role,
+            telegram_id=telegram_id,
+            phone=phone,
+        )
+        await repo.audit(session, actor_kind="cli", action="staff.add", detail=f"staff {staff.id}")
+    print(f"registered {role}, staff id:")
+    print(staff.id)
+    return 0
+
+
+# --------------------------------------------------------------------------- clients
+
+
+async def cmd_client_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Registers a client reachable by SMS at that number; prints their client id."""
+    phone = _phone(args.phone)
+    name = _name(args.name)
+    language = _language(args.language or settings.default_language)
+    timezone = _timezone(args.timezone or settings.default_timezone)
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        existing = await _find_by_phone(services, session, phone)
+        if existing is not None:
+            raise CommandError(f"client {existing.id} already has that phone number")
+        client = await repo.create_client(
+            session,
+            vault=services.vault,
+            channel=Channel.SMS,
+            address=phone,
+            name=name,
+            language=language,
+            timezone=timezone,
+        )
+        await repo.audit(session, actor_kind="cli", action="client.add", client_id=client.id)
+    print(f"registered client ({language}, {timezone}), client id:")
+    print(client.id)
+    return 0
+
+
+async def _confirm_erase(client_id: int) -> None:
+    """Asks on a terminal; refuses when nobody can answer."""
+    if not sys.stdin.isatty():
+        raise CommandError("refusing to erase without --yes when standard input is not a terminal")
+    prompt = (
+        f"Erase client {client_id}? Everything they told us becomes unreadable, "
+        "for good. Type 'erase' to confirm: "
+    )
+    answer = await asyncio.to_thread(input, prompt)
+    if answer.strip().lower() != "erase":
+        raise CommandError("not erased")
+
+
+async def cmd_client_erase(args: argparse.Namespace, settings: Settings) -> int:
+    """Destroys a client's data key: their name, messages and answers read as erased."""
+    phone = _phone(args.phone)
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        client = await _client_by_phone(services, session, phone)
+        assert client.id is not None
+        if client.wrapped_key is None:
+            print(f"client {client.id} was already erased")
+            return 0
+        if not args.yes:
+            await _confirm_erase(client.id)
+        await repo.erase_client(session, client=client, at=services.clock())
+        await repo.audit(session, actor_kind="cli", action="client.erase", client_id=client.id)
+    print(f"client {client.id} erased")
+    return 0
+
+
+# --------------------------------------------------------------------------- cases
+
+
+async def cmd_case_add(args: argparse.Namespace, settings: Settings) -> int:
+    """Opens a case for the client with that phone number; prints its reference."""
+    phone = _phone(args.phone)
+    category = _category(args.category)
+    status = _status(args.status)
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        client = await _client_by_phone(services, session, phone)
+        if client.wrapped_key is None:
+            raise CommandError(f"client {client.id} was erased")
+        case = await repo.create_case(session, client=client, category=category, status=status)
+        await repo.audit(
+            session, actor_kind="cli", action="case.add", case_id=case.id, client_id=client.id
+        )
+    print(f"opened a {category} case for client {client.id} ({status}), reference:")
+    print(case.reference)
+    return 0
+
+
+async def cmd_case_assign(args: argparse.Namespace, settings: Settings) -> int:
+    """Assigns a case to the active attorney with that Telegram id."""
+    telegram_id = _telegram_id(args.telegram_id)
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        case = await _case(session, args.reference)
+        staff = await repo.find_staff_by_telegram_id(
+            session, vault=services.vault, telegram_id=telegram_id
+        )
+        if staff is None or staff.role != Role.ATTORNEY:
+            raise CommandError(f"no active attorney with Telegram id {telegram_id}")
+        case.assigned_staff_id = staff.id
+        case.updated_at = services.clock()
+        session.add(case)
+        await repo.audit(
+            session,
+            actor_kind="cli",
+            action="case.assign",
+            case_id=case.id,
+            client_id=case.client_id,
+            detail=f"staff {staff.id}",
+        )
+    print(f"case {case.reference} assigned to staff {staff.id}")
+    return 0
+
+
+async def cmd_case_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Records a case's new status and tells the client, in one transaction."""
+    status = _status(args.text)
+    async with _services(settings) as services, transaction(services.sessions) as session:
+        case = await _case(session, args.reference)
+        await repo.record_status(session, case=case, status=status, at=services.clock())
+        # The message to the client commits with the status, or neither does.
+        await status_conversation.tell_status_change(session, services, case)
+        await repo.audit(
+            session,
+            actor_kind="cli",
+            action="case.status",
+            case_id=case.id,
+            client_id=case.client_id,
+        )
+    print(f"case {case.reference}: {status}")
+    return 0
+
+
+# --------------------------------------------------------------------------- keys
+
+
+async def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
+    """Prints a new master key; put it first in PROBONO_ENCRYPTION_KEYS."""
+    print(generate_key())
+    return 0
+
+
+async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    """Re-encrypts everything under the newest key, so older keys can be removed."""
+    configured = settings.probono_encryption_keys
+    from_env = configured is not None and bool(configured.get_secret_value().strip())
+    await _migrated(settings)
+    if not from_env and not settings.is_production:
+        load_vault(settings)  # make sure the old key file exists before adding to it
+        prepend_key_file(settings)
+        print(f"added a new key to {settings.key_file()}")
+    async with _services(settings) as services:
+        single = len(services.vault.keys) == 1
+        try:
+            async with transaction(services.sessions) as session:
+                report = await rotate_keys(session, vault=services.vault, at=services.clock())
+                await repo.audit(
+                    session, actor_kind="cli", action="keys.rotate", detail=report.key_id
+                )
+        except (RotationError, CryptoError) as exc:
+            raise CommandError(f"key rotation failed, nothing changed: {exc}") from None
+    for line in report.lines():
+        print(line)
+    if single:
+        print("only one key is configured: checked that everything is under it. To rotate,")
+        print("put a new key first in PROBONO_ENCRYPTION_KEYS (`probono keys generate`).")
+    elif from_env:
+        print("the older keys in PROBONO_ENCRYPTION_KEYS can now be removed")
+    else:
+        print(f"the older keys (all but the first line of {settings.key_file()}) can be removed")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    staff = sub.add_parser("staff", help="attorneys and coordinators")
+    staff_sub = staff.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
+    p = staff_sub.add_parser(
+        "add",
+        help="register an attorney or coordinator",
+        description="Register staff. Prints the new staff id as the last line.",
+    )
+    p.add_argument("--name", required=True, help="full name (stored encrypted)")
+    p.add_argument("--role", required=True, metavar="attorney|coordinator", help="what they do")
+    p.add_argument(
+        "--telegram-id",
+        metavar="ID",
+        help="their numeric Telegram user id: how they use the staff channel",
+    )
+    p.add_argument("--phone", metavar="E164", help="their phone number, e.g. +15551234567")
+    p.set_defaults(func=cmd_staff_add)
+
+    client = sub.add_parser("client", help="clients")
+    client_sub = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    p = client_sub.add_parser(
+        "add",
+        help="register a client",
+        description="Register a client reachable by SMS. Prints the client id as the last line.",
+    )
+    p.add_argument(
+        "--phone", required=True, metavar="E164", help="mobile number, e.g. +15551234567"
+    )
+    p.add_argument("--name", required=True, help="full name (stored encrypted)")
+    p.add_argument(
+        "--language",
+        metavar="L",
+        help=f"language the bot writes in: {', '.join(LANGUAGES)} (default DEFAULT_LANGUAGE)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="TZ",
+        help="IANA time zone, e.g. America/Chicago (default DEFAULT_TIMEZONE)",
+    )
+    p.set_defaults(func=cmd_client_add)
+    p = client_sub.add_parser(
+        "erase",
+        help="destroy a client's key: their data becomes unreadable",
+        description=(
+            "Destroy the client's data key. Their name, messages and answers read as "
+            "[erased] everywhere, backups included, and nothing pending is sent to them. "
+            "Cannot be undone."
+        ),
+    )
+    p.add_argument("--phone", required=True, metavar="E164", help="the client's number")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_client_erase)
+
+    case = sub.add_parser("case", help="cases")
+    case_sub = case.add_subparsers(dest="case_command", metavar="ACTION", required=True)
+    p = case_sub.add_parser(
+        "add",
+        help="open a case for a client",
+        description="Open a case for the client with that number. Prints its reference last.",
+    )
+    p.add_argument("--phone", required=True, metavar="E164", help="the client's number")
+    p.add_argument("--category", required=True, metavar="C", help="e.g. housing, family, asylum")
+    p.add_argument("--status", default="open", metavar="TEXT", help="first status (default open)")
+    p.set_defaults(func=cmd_case_add)
+    p = case_sub.add_parser(
+        "assign",
+        help="assign a case to an attorney",
+        description="Assign the case to the active attorney with that Telegram id.",
+    )
+    p.add_argument("reference", metavar="REF", help="case reference, e.g. K7M-4PX")
+    p.add_argument("--telegram-id", required=True, metavar="ID", help="the attorney's Telegram id")
+    p.set_defaults(func=cmd_case_assign)
+    p = case_sub.add_parser(
+        "status",
+        help="record a case's status and tell the client",
+        description="Record a new status in the case's history and tell the client.",
+    )
+    p.add_argument("reference", metavar="REF", help="case reference, e.g. K7M-4PX")
+    p.add_argument("text", metavar="TEXT", help="the new status, e.g. 'hearing scheduled'")
+    p.set_defaults(func=cmd_case_status)
+
+    keys = sub.add_parser("keys", help="encryption keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    p = keys_sub.add_parser(
+        "generate",
+        help="print a new master key",
+        description="Print a new master key. To rotate, put it first in PROBONO_ENCRYPTION_KEYS.",
+    )
+    p.set_defaults(func=cmd_keys_generate)
+    p = keys_sub.add_parser(
+        "rotate",
+        help="re-encrypt everything under the newest key",
+        description=(
+            "Re-encrypt everything under the first key of PROBONO_ENCRYPTION_KEYS; afterwards "
+            "the other keys can be removed. In development without PROBONO_ENCRYPTION_KEYS, "
+            "a new key is added to the key file in the data dir first."
+        ),
+    )
+    p.set_defaults(func=cmd_keys_rotate)

@@ -1,0 +1,453 @@
+"""Inbound messages: store first, then route each one (opt-out words, staff, conversation).
+
+Every channel (Twilio, Telegram, the console) calls ``store`` before acknowledging the
+provider, then ``InboundProcessor.submit``. Processing claims the stored row inside the
+transaction that writes its replies, so a message is handled exactly once, and a message
+stored but never processed (a crash) is found again by ``InboundProcessor.sweep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.appkeys import DISPATCHER, METRICS, SERVICES
+from bot.channels.base import EventKind, FetchedMedia, InboundMessage, Media, MediaError
+from bot.conversations import client as client_conversation
+from bot.conversations import keywords
+from bot.conversations.base import Reply, Turn
+from bot.dispatch import HELP_REPLY, OPTIN_CONFIRM, OPTOUT_CONFIRM
+from bot.metrics import Metrics
+from bot.outgoing import queue_reply, render_text
+from bot.services import Services
+from bot.sms_text import MAX_BODY, split_text, units
+from storage import repo
+from storage.db import transaction
+from storage.models import Channel, ChannelIdentity, Client, Message, MessageStatus
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5  # a message that fails this often is marked failed and left for a person
+MEDIA_ATTEMPTS = 2  # after this, a message is handled without the attachments we cannot get
+SPLIT_CHANNELS = frozenset({Channel.SMS, Channel.CONSOLE})
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The outcome of storing one inbound message."""
+
+    message_id: int
+    client_id: int
+    duplicate: bool
+
+
+async def store(services: Services, inbound: InboundMessage) -> Stored:
+    """Store an inbound message (or a STOP event) once, committed, before it is acknowledged.
+
+    The same provider id twice is recognised (the unique constraint decides under races).
+    """
+    settings = services.settings
+    for _attempt in range(3):
+        try:
+            async with transaction(services.sessions) as session:
+                existing = await repo.find_message(
+                    session, channel=inbound.channel, provider_id=inbound.provider_id
+                )
+                if existing is not None:
+                    assert existing.id is not None and existing.client_id is not None
+                    return Stored(existing.id, existing.client_id, duplicate=True)
+                client, ident, _created = await repo.get_or_create_client(
+                    session,
+                    vault=services.vault,
+                    channel=inbound.channel,
+                    address=inbound.address,
+                    language=settings.default_language,
+                    timezone=settings.default_timezone,
+                )
+                if client.wrapped_key is None:
+                    client = await repo.restart_erased_identity(
+                        session,
+                        vault=services.vault,
+                        identity=ident,
+                        address=inbound.address,
+                        language=settings.default_language,
+                        timezone=settings.default_timezone,
+                    )
+                now = services.clock()
+                media = [{"url": m.url, "content_type": m.content_type} for m in inbound.media]
+                msg = await repo.store_inbound(
+                    session,
+                    vault=services.vault,
+                    client=client,
+                    channel=inbound.channel,
+                    provider_id=inbound.provider_id,
+                    body=inbound.text,
+                    media=media or None,
+                )
+                # After the insert: the client row first, then the identity, as processing does.
+                ident.last_inbound_at = now
+                session.add(ident)
+                if inbound.kind == EventKind.STOPPED:
+                    # The provider already unsubscribed the number and told them so: an
+                    # event, not a message, and nothing more to say.
+                    await repo.record_consent(
+                        session, identity=ident, kind="opt_out", source="provider", at=now
+                    )
+                    msg.status = MessageStatus.PROCESSED
+                    msg.processed_at = now
+                    session.add(msg)
+                assert msg.id is not None and client.id is not None
+                return Stored(msg.id, client.id, duplicate=False)
+        except IntegrityError:
+            # A concurrent webhook stored this message or created this client first.
+            continue
+    raise RuntimeError("could not store an inbound message after three tries")
+
+
+async def handle_staff(turn: Turn) -> bool:
+    """HOOK (staff issue): handle a message from a staff member; True when it was one.
+
+    Staff write on Telegram and are recognised there before any client is made
+    (bot/handlers/telegram_routes.py, bot/handlers/staff.py), so no staff message reaches
+    this point. The attorney relay is called by the client conversation, which knows when a
+    message is meant for the attorney (bot/conversations/client.py -> relay).
+    """
+    return False
+
+
+async def _queue(
+    session: AsyncSession,
+    services: Services,
+    client: Client,
+    identity: ChannelIdentity,
+    reply: Reply,
+    *,
+    kind: str = "reply",
+) -> None:
+    """Queue one reply to this identity's channel, split if it is too long for one SMS send."""
+    rendered = render_text(reply, identity.channel, client.language)
+    if identity.channel not in SPLIT_CHANNELS or units(rendered, "UCS-2") <= MAX_BODY:
+        await queue_reply(session, services, client, reply, kind=kind, channel=identity.channel)
+        return
+    parts = split_text(rendered, MAX_BODY)
+    for part in parts:
+        await queue_reply(
+            session,
+            services,
+            client,
+            Reply(text=part, urgent=reply.urgent),
+            kind=kind,
+            channel=identity.channel,
+        )
+
+
+async def _store_documents(
+    session: AsyncSession,
+    services: Services,
+    client: Client,
+    stored: Message,
+    fetched: list[FetchedMedia],
+) -> None:
+    if not fetched:
+        return
+    assert client.id is not None
+    cases = await repo.open_cases(session, client_id=client.id)
+    case_id = cases[0].id if cases else None
+    for item in fetched:
+        await repo.add_document(
+            session,
+            vault=services.vault,
+            client=client,
+            content=item.content,
+            content_type=item.content_type,
+            message_id=stored.id,
+            case_id=case_id,
+        )
+
+
+async def route(
+    session: AsyncSession,
+    services: Services,
+    client: Client,
+    stored: Message,
+    fetched: list[FetchedMedia],
+) -> None:
+    """Handle one claimed message: keywords, then staff, then the client's conversation."""
+    assert client.id is not None
+    if client.wrapped_key is None:
+        return  # erased after the message arrived: nothing can be read or answered
+    identity = await repo.reply_identity(session, client_id=client.id, channel=stored.channel)
+    if identity is None:
+        return
+    now = services.clock()
+    await _store_documents(session, services, client, stored, fetched)
+    text = repo.message_body(services.vault, client, stored)
+    media = tuple(
+        Media(url=str(m.get("url", "")), content_type=str(m.get("content_type", "")))
+        for m in stored.media or []
+    )
+    inbound = InboundMessage(
+        channel=stored.channel,
+        address=repo.identity_address(services.vault, client, identity) or "",
+        provider_id=stored.provider_id or "",
+        text=text,
+        media=media,
+    )
+    program = services.settings.program_name
+    lang = client.language or services.settings.default_language
+    found = keywords.match(text)
+    if found is not None:
+        reply_lang = keywords.reply_language(found, lang)
+        if found.action == keywords.STOP:
+            if identity.opted_out_at is None:
+                await repo.record_consent(
+                    session, identity=identity, kind="opt_out", source="keyword", at=now
+                )
+                confirm = keywords.text(reply_lang, "stopped", program=program)
+                await _queue(
+                    session,
+                    services,
+                    client,
+                    identity,
+                    Reply(confirm, urgent=True),
+                    kind=OPTOUT_CONFIRM,
+                )
+            return
+        if found.action == keywords.HELP:
+            contact = services.settings.program_contact.strip()
+            help_text = keywords.text(
+                reply_lang, "help", program=program, contact=f"{contact} " if contact else ""
+            )
+            await _queue(
+                session, services, client, identity, Reply(help_text, urgent=True), kind=HELP_REPLY
+            )
+            return
+        if found.action == keywords.START and identity.opted_out_at is not None:
+            await repo.record_consent(
+                session, identity=identity, kind="opt_in", source="keyword", at=now
+            )
+            started = keywords.text(reply_lang, "started", program=program)
+            await _queue(
+                session, services, client, identity, Reply(started, urgent=True), kind=OPTIN_CONFIRM
+            )
+            return
+    if identity.opted_out_at is not None:
+        return  # they said STOP: stored, and nothing of any kind is said back
+    turn = Turn(
+        services=services,
+        session=session,
+        client=client,
+        identity=identity,
+        message=inbound,
+        stored=stored,
+        first_contact=identity.notice_sent_at is None,
+    )
+    if not await handle_staff(turn):
+        await client_conversation.respond(turn)
+    for reply in turn.replies:
+        await _queue(session, services, client, identity, reply)
+
+
+async def _fetch_media(services: Services, msg: Message) -> tuple[list[FetchedMedia], bool]:
+    """Download attachments outside any transaction; second item: all of them arrived."""
+    if not msg.media:
+        return [], True
+    sender = services.senders.get(msg.channel)
+    if sender is None:
+        return [], False
+    out: list[FetchedMedia] = []
+    complete = True
+    for entry in msg.media:
+        media = Media(
+            url=str(entry.get("url", "")),
+            content_type=str(entry.get("content_type") or "application/octet-stream"),
+        )
+        try:
+            out.append(await sender.fetch_media(media))
+        except MediaError as exc:
+            complete = False
+            log.warning("attachment of message %s not fetched: %s", msg.id, exc)
+    return out, complete
+
+
+class _RetryLater(Exception):
+    """Processing should be tried again later (an attachment could not be fetched yet)."""
+
+
+async def process_next(
+    services: Services, client_id: int, *, metrics: Metrics | None = None
+) -> bool | None:
+    """Process this client's oldest unprocessed message: True done, None none left, False failed."""
+    async with services.sessions() as session:
+        msg = await repo.next_unprocessed_inbound(session, client_id=client_id)
+    if msg is None or msg.id is None:
+        return None
+    started = time.perf_counter()
+    try:
+        fetched, complete = await _fetch_media(services, msg)
+        if not complete and msg.attempts + 1 < MEDIA_ATTEMPTS:
+            raise _RetryLater
+        async with transaction(services.sessions) as session:
+            client = await repo.lock_client(session, client_id=client_id)
+            if client is None:
+                return None
+            if not await repo.claim_inbound(session, message_id=msg.id, at=services.clock()):
+                return True  # another worker or process took it
+            stored = await session.get(Message, msg.id, populate_existing=True)
+            assert stored is not None
+            await route(session, services, client, stored, fetched)
+    except Exception as exc:
+        if not isinstance(exc, _RetryLater):
+            # Type only: an exception's text may quote what the client wrote.
+            log.error("inbound message %s failed: %s", msg.id, type(exc).__name__)
+            log.debug("inbound failure detail", exc_info=True)
+        await _record_failure(services, msg.id)
+        return False
+    if metrics is not None:
+        metrics.handle_seconds.observe(time.perf_counter() - started)
+    return True
+
+
+async def _record_failure(services: Services, message_id: int) -> None:
+    try:
+        async with transaction(services.sessions) as session:
+            msg = await session.get(Message, message_id)
+            if msg is None or msg.status != MessageStatus.RECEIVED:
+                return
+            msg.attempts += 1
+            msg.updated_at = services.clock()
+            if msg.attempts >= MAX_ATTEMPTS:
+                msg.status = MessageStatus.FAILED
+                log.error(
+                    "inbound message %s failed %s times; left for review", msg.id, MAX_ATTEMPTS
+                )
+            session.add(msg)
+    except Exception as exc:
+        log.error("could not record failure of message %s: %s", message_id, type(exc).__name__)
+
+
+class InboundProcessor:
+    """Processes stored messages in the background, one client at a time, in arrival order."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        metrics: Metrics | None = None,
+        on_queued: Callable[[], None] | None = None,
+        concurrency: int = 8,
+        sweep_every: float = 30.0,
+        sweep_age: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.services = services
+        self.metrics = metrics
+        self.on_queued = on_queued
+        self.sweep_every = sweep_every
+        self.sweep_age = sweep_age
+        self._sem = asyncio.Semaphore(concurrency)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._again: set[int] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def submit(self, client_id: int) -> None:
+        """Process this client's stored messages soon (call after the store committed)."""
+        if client_id in self._tasks:
+            self._again.add(client_id)
+            return
+        self._tasks[client_id] = asyncio.create_task(self._run(client_id))
+
+    async def _run(self, client_id: int) -> None:
+        try:
+            while True:
+                self._again.discard(client_id)
+                async with self._sem:
+                    await self.process_client(client_id)
+                if client_id not in self._again:
+                    break
+        except Exception as exc:
+            log.error("inbound worker failed: %s", type(exc).__name__)
+        finally:
+            self._tasks.pop(client_id, None)
+
+    async def process_client(self, client_id: int) -> int:
+        """Process every stored message of this client, oldest first; how many were handled."""
+        handled = 0
+        while True:
+            outcome = await process_next(self.services, client_id, metrics=self.metrics)
+            if outcome is not True:
+                break  # none left, or a failure the sweep will retry later
+            handled += 1
+            if self.on_queued is not None:
+                self.on_queued()
+        return handled
+
+    async def sweep(self, *, age: timedelta | None = None) -> int:
+        """Queue clients whose stored messages were never processed (after a crash)."""
+        before = None if age is None else self.services.clock() - age
+        async with self.services.sessions() as session:
+            ids = await repo.clients_with_unprocessed_inbound(session, before=before)
+        for cid in ids:
+            self.submit(cid)
+        return len(ids)
+
+    async def drain(self) -> None:
+        """Wait until every submitted client is processed (tests, `probono chat`)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def start(self) -> None:
+        """Pick up everything left unprocessed (in the background), then sweep periodically."""
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="inbound-sweep")
+
+    async def _sweep_loop(self) -> None:
+        age: timedelta | None = None  # the first sweep, at start, takes everything left over
+        while True:
+            try:
+                await self.sweep(age=age)
+                age = self.sweep_age
+            except Exception as exc:
+                # The database may be down; the next sweep tries again.
+                log.error("inbound sweep failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.sweep_every)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop sweeping; let messages being processed finish (a cut one rolls back)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        tasks = list(self._tasks.values())
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+PROCESSOR = web.AppKey("inbound_processor", InboundProcessor)
+
+
+async def processor_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Processes stored inbound messages in the background (cleanup_ctx, after the dispatcher)."""
+    dispatcher = app.get(DISPATCHER)
+    processor = InboundProcessor(
+        app[SERVICES],
+        metrics=app[METRICS],
+        on_queued=dispatcher.poke if dispatcher is not None else None,
+    )
+    app[PROCESSOR] = processor
+    await processor.start()
+    yield
+    await processor.stop()

@@ -1,0 +1,535 @@
+"""Staff on Telegram: attorneys answer their own clients, coordinators run the program.
+
+Who may do what is decided here, per command, from the sender's staff record (found by
+their Telegram id, never by anything they typed). Answers go back through the outbox to
+the chat the command came from. A coordinators' group only ever sees references, flags
+and statuses; client content goes to the assigned attorney's private chat, audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.channels.base import Choice, InboundMessage
+from bot.conversations import appointments, relay
+from bot.conversations import status as status_conversation
+from bot.services import Services
+from storage import repo
+from storage.models import Case, Channel, Client, Direction, Message, Role, Staff
+
+log = logging.getLogger(__name__)
+
+ATTORNEY_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("cases", "Your open cases"),
+    ("case", "REF: status, next appointment, recent messages"),
+    ("reply", "REF text: write to the client of your case"),
+    ("status", "REF text: record a new status and tell the client"),
+    ("help", "How to answer your clients"),
+)
+COORDINATOR_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("cases", "Open cases without an attorney"),
+    ("find", "REF: look up a case"),
+    ("assign", "REF: choose the attorney"),
+    ("status", "REF text: record a new status and tell the client"),
+    ("appt", "REF when where: book an appointment"),
+    ("help", "What coordinators can do here"),
+)
+CLIENT_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("start", "Start or continue"),
+    ("link", "Connect this chat to the case you have by text message"),
+    ("help", "Help"),
+)
+
+ATTORNEY_HELP = (
+    "Your clients' messages arrive here as cards (Case REF · channel · time).\n"
+    "To answer, reply to the card (swipe it or tap Reply), or send /reply REF your text.\n"
+    "Anything else you type here is not sent to anyone.\n"
+    "/cases lists your cases; /case REF shows one."
+)
+COORDINATOR_HELP = (
+    "/cases: open cases without an attorney\n"
+    "/find REF: look up a case\n"
+    "/assign REF: choose its attorney\n"
+    "/status REF text: record a status and tell the client\n"
+    "/appt REF YYYY-MM-DD HH:MM place: book an appointment (client's local time)"
+)
+NOT_SENT_HINT = (
+    "Not sent. To write to a client, reply to their card or use /reply REF text. "
+    "Nothing else you type here reaches anyone."
+)
+PRIVATE_ONLY = "Use this in your private chat with me: client messages never go to a group."
+NOT_YOURS = "No case {ref} among yours."
+NO_CASE = "No case {ref}."
+COORDINATORS_ONLY = "That command is for coordinators."
+
+
+@dataclass
+class StaffContext:
+    """One staff message being handled, inside the transaction that stores its answers."""
+
+    session: AsyncSession
+    services: Services
+    staff: Staff
+    message: InboundMessage
+    stored: Message
+
+    @property
+    def chat_id(self) -> int | None:
+        value = self.message.extra.get("chat_id")
+        return int(value) if value is not None else None
+
+    @property
+    def private(self) -> bool:
+        return bool(self.message.extra.get("chat_type", "private") == "private")
+
+    @property
+    def is_coordinator(self) -> bool:
+        return self.staff.role == Role.COORDINATOR
+
+    @property
+    def is_attorney(self) -> bool:
+        return self.staff.role == Role.ATTORNEY
+
+    async def say(
+        self,
+        text: str,
+        *,
+        client: Client | None = None,
+        case_id: int | None = None,
+        choices: Sequence[Choice] = (),
+        kind: str = "staff",
+    ) -> None:
+        """Answer in the chat the message came from (a private chat, or the group)."""
+        extra = {"choices": [[c.value, c.label] for c in choices]} if choices else None
+        if self.private:
+            await repo.enqueue_staff(
+                self.session,
+                vault=self.services.vault,
+                due_at=self.services.clock(),
+                text=text,
+                staff=self.staff,
+                client=client,
+                case_id=case_id,
+                kind=kind,
+                extra=extra,
+            )
+            return
+        # Client content never goes to a group; callers check, and this holds it anyway.
+        assert client is None, "client content addressed to a group chat"
+        await repo.enqueue_staff(
+            self.session,
+            vault=self.services.vault,
+            due_at=self.services.clock(),
+            text=text,
+            chat_id=self.chat_id,
+            case_id=case_id,
+            kind=kind,
+            extra=extra,
+        )
+
+    async def audit(
+        self, action: str, case: Case | None, *, allowed: bool = True, detail: str | None = None
+    ) -> None:
+        await repo.audit(
+            self.session,
+            actor_kind="staff",
+            actor_id=self.staff.id,
+            action=action,
+            case_id=case.id if case else None,
+            client_id=case.client_id if case else None,
+            allowed=allowed,
+            detail=detail,
+        )
+
+
+Command = Callable[[StaffContext, str], Awaitable[None]]
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """'/reply@bot K7M-4PX hello' -> ('reply', 'K7M-4PX hello')."""
+    head, _, rest = text.strip().partition(" ")
+    name = head[1:].split("@", 1)[0].lower()
+    return name, rest.strip()
+
+
+def _ref_and_rest(args: str) -> tuple[str, str]:
+    ref, _, rest = args.strip().partition(" ")
+    return repo.normalize_reference(ref) if ref else "", rest.strip()
+
+
+def _when(services: Services, when: datetime, tz: str | None = None) -> str:
+    zone = ZoneInfo(tz or services.settings.default_timezone)
+    return when.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+async def handle_staff_message(
+    session: AsyncSession,
+    services: Services,
+    *,
+    staff: Staff,
+    message: InboundMessage,
+    stored: Message,
+) -> None:
+    """Runs one staff message: a command, a button, a reply to a client's card, or a hint."""
+    ctx = StaffContext(session, services, staff, message, stored)
+    if message.choice:
+        await _button(ctx, message.choice)
+        return
+    text = message.text.strip()
+    if text.startswith("/"):
+        name, args = split_command(text)
+        command = COMMANDS.get(name)
+        if command is None:
+            await ctx.say(ATTORNEY_HELP if ctx.is_attorney else COORDINATOR_HELP)
+            return
+        await command(ctx, args)
+        return
+    reply_to = message.extra.get("reply_to")
+    if reply_to and ctx.private:
+        await _reply_to_card(ctx, str(reply_to), text)
+        return
+    if not ctx.private:
+        return  # conversation in the group is between people, not for the bot
+    await ctx.say(NOT_SENT_HINT if ctx.is_attorney else COORDINATOR_HELP)
+
+
+# --------------------------------------------------------------------------- attorneys
+
+
+async def _reply_to_card(ctx: StaffContext, card_provider_id: str, text: str) -> None:
+    """Relays a reply to a card — only if the card was this attorney's and the case still is."""
+    card = await repo.find_message(
+        ctx.session, channel=Channel.TELEGRAM, provider_id=card_provider_id
+    )
+    if card is None or card.direction != Direction.OUT or card.case_id is None:
+        await ctx.say(NOT_SENT_HINT)
+        return
+    case = await ctx.session.get(Case, card.case_id)
+    if card.staff_id != ctx.staff.id:
+        outcome = await relay.refuse(
+            ctx.session, staff=ctx.staff, case=case, action="relay.reply", reason="not their card"
+        )
+        await ctx.say(outcome.notice)
+        return
+    await _relay(ctx, case, text)
+
+
+async def _relay(ctx: StaffContext, case: Case | None, text: str) -> None:
+    message_id = ctx.message.extra.get("message_id")
+    outcome = await relay.reply_to_client(
+        ctx.session,
+        ctx.services,
+        staff=ctx.staff,
+        case=case,
+        text=text,
+        reply_to_message_id=int(message_id) if message_id is not None else None,
+    )
+    if not outcome.sent:
+        await ctx.say(outcome.notice)
+
+
+async def cmd_reply(ctx: StaffContext, args: str) -> None:
+    """Writes to the client of one of the attorney's cases: /reply REF text."""
+    ref, text = _ref_and_rest(args)
+    if not ctx.private:
+        await ctx.say(PRIVATE_ONLY)
+        return
+    if not ref or not text:
+        await ctx.say("Usage: /reply REF your message")
+        return
+    case = await repo.get_case(ctx.session, reference=ref)
+    await _relay(ctx, case, text)
+
+
+async def cmd_cases(ctx: StaffContext, args: str) -> None:
+    """Lists the attorney's open cases, or for coordinators the cases awaiting an attorney."""
+    if ctx.is_attorney:
+        assert ctx.staff.id is not None
+        cases = await repo.cases_of_staff(ctx.session, staff_id=ctx.staff.id)
+        title = "Your open cases:" if cases else "You have no open cases."
+    else:
+        cases = await repo.unassigned_cases(ctx.session)
+        title = "Open cases without an attorney:" if cases else "Every open case has an attorney."
+    lines = [title]
+    lines += [f"{c.reference} · {c.category} · {c.status}{_flags(c)}" for c in cases]
+    await ctx.say("\n".join(lines))
+
+
+def _flags(case: Case) -> str:
+    flags = [
+        name
+        for name, on in (
+            ("URGENT", case.urgent),
+            ("discreet", case.discreet),
+            ("possible conflict", case.conflict_flag),
+            ("needs review", case.needs_review),
+        )
+        if on
+    ]
+    return f" · {', '.join(flags)}" if flags else ""
+
+
+async def _summary(ctx: StaffContext, case: Case) -> list[str]:
+    """What anyone on staff may see of a case: reference, flags, status, attorney, next date."""
+    assert case.id is not None
+    services = ctx.services
+    attorney = (
+        await ctx.session.get(Staff, case.assigned_staff_id) if case.assigned_staff_id else None
+    )
+    handler = relay.first_name(repo.staff_name(services.vault, attorney)) if attorney else None
+    appt = await repo.next_appointment_for_case(
+        ctx.session, case_id=case.id, after=services.clock()
+    )
+    return [
+        f"Case {case.reference} · {case.category}{_flags(case)}",
+        f"Status: {case.status}" + (" (closed)" if case.closed else ""),
+        f"Attorney: {handler or 'not assigned'}",
+        "Next appointment: "
+        + (f"{appt.kind}, {_when(services, appt.starts_at, appt.timezone)}" if appt else "none"),
+        f"Opened {_when(services, case.opened_at)}",
+    ]
+
+
+async def cmd_case(ctx: StaffContext, args: str) -> None:
+    """Shows one of the attorney's cases with its recent messages (an audited read)."""
+    ref, _ = _ref_and_rest(args)
+    if not ref:
+        await ctx.say("Usage: /case REF")
+        return
+    if ctx.is_coordinator:
+        await cmd_find(ctx, args)
+        return
+    if not ctx.private:
+        await ctx.say(PRIVATE_ONLY)
+        return
+    case = await repo.get_case(ctx.session, reference=ref)
+    if case is None or case.assigned_staff_id != ctx.staff.id:
+        # The same answer whether the case exists or not: no probing other references.
+        await ctx.audit("staff.read", case, allowed=False, detail="case not assigned to them")
+        await ctx.say(NOT_YOURS.format(ref=ref))
+        return
+    client = await ctx.session.get(Client, case.client_id)
+    assert client is not None
+    lines = await _summary(ctx, case)
+    name = repo.client_name(ctx.services.vault, client) if client.wrapped_key else None
+    lines.insert(1, f"Client: {name or '(no name)'} · {client.language}")
+    assert case.id is not None
+    appt = await repo.next_appointment_for_case(
+        ctx.session, case_id=case.id, after=ctx.services.clock()
+    )
+    if appt is not None:
+        # The place only in the attorney's private chat: it can say where a client will be.
+        place = repo.appointment_place(ctx.services.vault, client, appt)
+        at = next(i for i, line in enumerate(lines) if line.startswith("Next appointment"))
+        lines.insert(at + 1, f"Place: {place or '-'}")
+    thread = await relay.recent_thread_text(ctx.session, ctx.services, case=case, client=client)
+    lines += ["", "Recent messages:", thread]
+    await ctx.say("\n".join(lines), client=client, case_id=case.id)
+    await ctx.audit("staff.read", case, detail="/case with recent messages")
+
+
+# --------------------------------------------------------------------------- coordinators
+
+
+async def _coordinator_only(ctx: StaffContext, command: str) -> bool:
+    if ctx.is_coordinator:
+        return True
+    await ctx.audit(f"staff.{command}", None, allowed=False, detail="not a coordinator")
+    await ctx.say(COORDINATORS_ONLY)
+    return False
+
+
+async def cmd_find(ctx: StaffContext, args: str) -> None:
+    """Looks up a case by reference: flags, status, attorney, next appointment — no content."""
+    ref, _ = _ref_and_rest(args)
+    if ctx.is_attorney:
+        await cmd_case(ctx, args)
+        return
+    if not ref:
+        await ctx.say("Usage: /find REF")
+        return
+    case = await repo.get_case(ctx.session, reference=ref)
+    if case is None:
+        await ctx.say(NO_CASE.format(ref=ref))
+        return
+    await ctx.audit("case.find", case)
+    await ctx.say("\n".join(await _summary(ctx, case)), case_id=case.id)
+
+
+def assign_button(case_id: int) -> Choice:
+    return Choice(value=f"assign:{case_id}", label="Assign")
+
+
+async def _picker(ctx: StaffContext, case: Case) -> None:
+    assert case.id is not None
+    attorneys = await repo.active_staff(ctx.session, role=Role.ATTORNEY)
+    if not attorneys:
+        await ctx.say("No active attorneys. Add one with: probono staff add --role attorney")
+        return
+    choices = []
+    for attorney in attorneys:
+        assert attorney.id is not None
+        load = len(await repo.cases_of_staff(ctx.session, staff_id=attorney.id))
+        current = " ✓" if attorney.id == case.assigned_staff_id else ""
+        name = repo.staff_name(ctx.services.vault, attorney)
+        choices.append(
+            Choice(value=f"assignto:{case.id}:{attorney.id}", label=f"{name} ({load}){current}")
+        )
+    await ctx.say(f"Who should handle {case.reference}?", choices=choices, case_id=case.id)
+
+
+async def cmd_assign(ctx: StaffContext, args: str) -> None:
+    """Offers the attorneys as buttons for a case: /assign REF."""
+    if not await _coordinator_only(ctx, "assign"):
+        return
+    ref, _ = _ref_and_rest(args)
+    case = await repo.get_case(ctx.session, reference=ref) if ref else None
+    if case is None:
+        await ctx.say(NO_CASE.format(ref=ref) if ref else "Usage: /assign REF")
+        return
+    await _picker(ctx, case)
+
+
+async def _button(ctx: StaffContext, data: str) -> None:
+    """A pressed button: 'assign:CASE' opens the picker, 'assignto:CASE:STAFF' assigns."""
+    parts = data.split(":")
+    if parts[0] not in ("assign", "assignto"):
+        return
+    if not await _coordinator_only(ctx, "assign"):
+        return
+    try:
+        case_id = int(parts[1])
+        attorney_id = int(parts[2]) if parts[0] == "assignto" else None
+    except (IndexError, ValueError):
+        return
+    case = await ctx.session.get(Case, case_id)
+    if case is None:
+        return
+    if attorney_id is None:
+        await _picker(ctx, case)
+        return
+    attorney = await ctx.session.get(Staff, attorney_id)
+    if attorney is None or not attorney.active or attorney.role != Role.ATTORNEY:
+        await ctx.say("That attorney is no longer active. Try /assign again.")
+        return
+    if attorney.id == case.assigned_staff_id:
+        await ctx.say(f"{case.reference} is already with {_name(ctx, attorney)}.")
+        return
+    await relay.assign_case(ctx.session, ctx.services, case=case, attorney=attorney, by=ctx.staff)
+    await ctx.say(f"{case.reference} assigned to {_name(ctx, attorney)}.", case_id=case.id)
+
+
+def _name(ctx: StaffContext, staff: Staff) -> str:
+    return repo.staff_name(ctx.services.vault, staff)
+
+
+async def _own_or_coordinated(ctx: StaffContext, ref: str, action: str) -> Case | None:
+    """The case, if this coordinator may act on it or it is this attorney's; else None."""
+    case = await repo.get_case(ctx.session, reference=ref)
+    if ctx.is_coordinator:
+        if case is None:
+            await ctx.say(NO_CASE.format(ref=ref))
+        return case
+    if case is None or case.assigned_staff_id != ctx.staff.id:
+        await ctx.audit(action, case, allowed=False, detail="case not assigned to them")
+        await ctx.say(NOT_YOURS.format(ref=ref))
+        return None
+    return case
+
+
+async def cmd_status(ctx: StaffContext, args: str) -> None:
+    """Records a case's new status and tells the client: /status REF text."""
+    ref, text = _ref_and_rest(args)
+    if not ref or not text:
+        await ctx.say("Usage: /status REF new status")
+        return
+    case = await _own_or_coordinated(ctx, ref, "case.status")
+    if case is None:
+        return
+    status = " ".join(text.split())[:64]
+    await repo.record_status(
+        ctx.session,
+        case=case,
+        status=status,
+        source="telegram",
+        staff_id=ctx.staff.id,
+        at=ctx.services.clock(),
+    )
+    await status_conversation.tell_status_change(ctx.session, ctx.services, case)
+    await ctx.audit("case.status", case)
+    await ctx.say(f"{case.reference}: status is now “{status}”. The client is told.")
+
+
+def split_when(text: str) -> tuple[str, str]:
+    """'2026-03-10 09:30 Room 5' -> ('2026-03-10T09:30', 'Room 5'); one token stays one."""
+    parts = text.split()
+    if len(parts) >= 2 and ":" in parts[1] and "T" not in parts[0].upper():
+        return f"{parts[0]}T{parts[1]}", " ".join(parts[2:])
+    return (parts[0] if parts else ""), " ".join(parts[1:])
+
+
+async def cmd_appt(ctx: StaffContext, args: str) -> None:
+    """Books an appointment and tells the client: /appt REF YYYY-MM-DD HH:MM [kind] place."""
+    if not await _coordinator_only(ctx, "appt"):
+        return
+    ref, rest = _ref_and_rest(args)
+    usage = (
+        "Usage: /appt REF YYYY-MM-DD HH:MM [hearing|meeting|call] place (the client's local time)"
+    )
+    if not ref or not rest:
+        await ctx.say(usage)
+        return
+    case = await repo.get_case(ctx.session, reference=ref)
+    if case is None:
+        await ctx.say(NO_CASE.format(ref=ref))
+        return
+    client = await ctx.session.get(Client, case.client_id)
+    assert client is not None
+    when_text, place = split_when(rest)
+    kind = appointments.DEFAULT_KIND
+    first, _, remainder = place.partition(" ")
+    if first.lower() in appointments.KINDS and remainder:
+        kind, place = first.lower(), remainder
+    try:
+        when = appointments.parse_when(when_text, client.timezone)
+        appt = await appointments.book(
+            ctx.session, ctx.services, case, starts_at=when, place=place, kind=kind
+        )
+    except appointments.AppointmentError as exc:
+        await ctx.say(f"Not booked: {exc}.\n{usage}")
+        return
+    await ctx.audit("appointment.add", case, detail=f"appointment {appt.id}")
+    await ctx.say(
+        f"{case.reference}: {kind} booked for {_when(ctx.services, when, appt.timezone)}."
+        " The client is told and will be reminded.",
+        case_id=case.id,
+    )
+
+
+async def cmd_help(ctx: StaffContext, args: str) -> None:
+    """Explains what this staff member can do here."""
+    await ctx.say(ATTORNEY_HELP if ctx.is_attorney else COORDINATOR_HELP)
+
+
+COMMANDS: dict[str, Command] = {
+    "start": cmd_help,
+    "help": cmd_help,
+    "cases": cmd_cases,
+    "case": cmd_case,
+    "reply": cmd_reply,
+    "find": cmd_find,
+    "assign": cmd_assign,
+    "status": cmd_status,
+    "appt": cmd_appt,
+}
+
+
+def commands_for(staff: Staff) -> Sequence[tuple[str, str]]:
+    """The command menu for a staff member's private chat."""
+    return ATTORNEY_COMMANDS if staff.role == Role.ATTORNEY else COORDINATOR_COMMANDS

@@ -1,0 +1,254 @@
+"""The scheduler: turns due ScheduledItem rows into outbox messages, once each.
+
+APScheduler only ticks (an in-memory interval job; no job store of its own: APScheduler 3
+runs a shared store's jobs twice when several processes share it). The database is the
+schedule. Each tick claims due rows with a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+a guarded UPDATE on SQLite), then settles each row in the transaction that writes its
+outbox rows: a crash before that commit leaves the row claimed until its lease runs out and
+another tick takes it; a crash after it leaves nothing to do again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.appkeys import DISPATCHER, SERVICES
+from bot.conversations import reminders
+from bot.services import Services
+from storage import repo
+from storage.db import transaction
+from storage.models import ScheduledItem, ScheduleKind, ScheduleStatus
+
+log = logging.getLogger(__name__)
+
+# A handler does one row's work in the given session and returns the row's final status
+# (None means done). It must not commit: the scheduler commits the work and the status
+# together.
+Handler = Callable[[AsyncSession, Services, ScheduledItem], Awaitable[str | None]]
+
+LEASE = timedelta(minutes=5)
+BATCH = 100
+MAX_ATTEMPTS = 5
+RETRY_AFTER = timedelta(minutes=2)
+CHECKIN_PASS_EVERY = timedelta(hours=1)
+
+# Handlers that live in modules other issues write: (module, function), imported when first
+# needed, so the scheduler runs before they exist; their rows wait until they do.
+LAZY_HANDLERS: dict[str, tuple[str, str]] = {
+    ScheduleKind.INTAKE_NUDGE: ("bot.conversations.intake", "nudge"),
+    ScheduleKind.BROADCAST: ("bot.broadcast", "run_scheduled"),
+}
+
+
+def default_handlers() -> dict[str, Handler | None]:
+    """The registry: one handler per kind; None is a slot whose module is loaded lazily."""
+    return {
+        ScheduleKind.REMINDER: reminders.send_reminder,
+        ScheduleKind.CHECKIN: reminders.send_checkin,
+        ScheduleKind.INTAKE_NUDGE: None,
+        ScheduleKind.BROADCAST: None,
+    }
+
+
+def _lazy(kind: str) -> Handler | None:
+    module_name, attr = LAZY_HANDLERS[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise  # the module exists and is broken: say so
+        return None
+    handler: Handler | None = getattr(module, attr, None)
+    return handler
+
+
+@dataclass
+class TickReport:
+    """What one tick did (for tests and the debug log; never any content)."""
+
+    planned_checkins: int = 0
+    claimed: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    lost: int = 0  # claimed, then moved, cancelled or re-claimed before the work ran
+
+
+class Scheduler:
+    """Claims and runs due timed work; ``tick()`` is one pass, ``start()`` ticks on a timer."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        handlers: dict[str, Handler | None] | None = None,
+        lease: timedelta = LEASE,
+        batch: int = BATCH,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self.services = services
+        self.on_queued = on_queued  # wakes the dispatcher when a tick queued messages
+        self.handlers = default_handlers() if handlers is None else dict(handlers)
+        self.lease = lease
+        self.batch = batch
+        self._last_checkin_pass: datetime | None = None
+        self._aps: Any = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    def _resolve(self) -> dict[str, Handler]:
+        ready: dict[str, Handler] = {}
+        for kind, handler in self.handlers.items():
+            if handler is None and kind in LAZY_HANDLERS:
+                handler = _lazy(kind)
+                if handler is not None:
+                    self.handlers[kind] = handler
+            if handler is not None:
+                ready[kind] = handler
+        return ready
+
+    async def tick(self, *, checkins: bool | None = None) -> TickReport:
+        """Plans check-ins (hourly, or when asked), then claims and runs every due row."""
+        async with self._lock:
+            return await self._tick(checkins)
+
+    async def _tick(self, checkins: bool | None) -> TickReport:
+        report = TickReport()
+        now = self.services.clock()
+        handlers = self._resolve()
+        due_pass = self._last_checkin_pass is None or (
+            now - self._last_checkin_pass >= CHECKIN_PASS_EVERY
+        )
+        if ScheduleKind.CHECKIN in handlers and (checkins if checkins is not None else due_pass):
+            async with transaction(self.services.sessions) as session:
+                report.planned_checkins = await reminders.plan_checkins(
+                    session, self.services, now=now
+                )
+            self._last_checkin_pass = now
+        while True:
+            now = self.services.clock()
+            lease_until = now + self.lease
+            async with transaction(self.services.sessions) as session:
+                ids = await repo.claim_scheduled(
+                    session,
+                    now=now,
+                    lease_until=lease_until,
+                    kinds=list(handlers),
+                    limit=self.batch,
+                )
+            report.claimed += len(ids)
+            for item_id in ids:
+                await self._run_one(item_id, lease_until, handlers, report)
+            if len(ids) < self.batch:
+                break
+        if report.done and self.on_queued is not None:
+            self.on_queued()
+        if report.claimed:
+            log.info(
+                "scheduler: %d claimed, %d done, %d skipped, %d failed",
+                report.claimed,
+                report.done,
+                report.skipped,
+                report.failed,
+            )
+        return report
+
+    async def _run_one(
+        self,
+        item_id: int,
+        lease_until: datetime,
+        handlers: dict[str, Handler],
+        report: TickReport,
+    ) -> None:
+        services = self.services
+        try:
+            async with transaction(services.sessions) as session:
+                now = services.clock()
+                item = await repo.take_claimed(
+                    session, item_id=item_id, lease_until=lease_until, now=now
+                )
+                if item is None:
+                    report.lost += 1
+                    return
+                status = await handlers[item.kind](session, services, item) or ScheduleStatus.DONE
+                item.status = status
+                item.done_at = now
+                session.add(item)
+            if status == ScheduleStatus.DONE:
+                report.done += 1
+            else:
+                report.skipped += 1
+        except Exception as exc:
+            report.failed += 1
+            # The class only: messages of database errors can carry parameters.
+            log.error("scheduled item %s failed: %s", item_id, type(exc).__name__)
+            log.debug("scheduled item %s traceback", item_id, exc_info=True)
+            async with transaction(services.sessions) as session:
+                now = services.clock()
+                gave_up = await repo.retry_claimed_later(
+                    session,
+                    item_id=item_id,
+                    lease_until=lease_until,
+                    retry_at=now + RETRY_AFTER,
+                    max_attempts=MAX_ATTEMPTS,
+                    now=now,
+                )
+            if gave_up:
+                log.error("scheduled item %s given up after %d attempts", item_id, MAX_ATTEMPTS)
+
+    async def _timer_tick(self) -> None:
+        if self._stopped:
+            return
+        try:
+            await self.tick()
+        except Exception as exc:  # a bad tick must not stop the timer
+            log.error("scheduler tick failed: %s", type(exc).__name__)
+            log.debug("scheduler tick traceback", exc_info=True)
+
+    def start(self, interval_seconds: float) -> None:
+        """Ticks every ``interval_seconds`` on the running event loop."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._aps = AsyncIOScheduler(timezone=UTC)
+        self._aps.add_job(
+            self._timer_tick,
+            "interval",
+            seconds=interval_seconds,
+            id="probono-tick",
+            max_instances=1,  # a slow tick is not overlapped by the next
+            coalesce=True,  # ticks missed while the loop was busy become one
+        )
+        self._aps.start()
+
+    async def stop(self) -> None:
+        """Stops the timer and waits for a tick in progress to finish."""
+        self._stopped = True
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+        async with self._lock:
+            pass
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup_ctx (after the dispatcher): one ticking scheduler per process."""
+    services = app[SERVICES]
+    scheduler: Scheduler | None = None
+    if services.settings.scheduler_enabled:
+        dispatcher = app.get(DISPATCHER)
+        scheduler = Scheduler(
+            services, on_queued=dispatcher.poke if dispatcher is not None else None
+        )
+        scheduler.start(services.settings.scheduler_interval_seconds)
+    yield
+    if scheduler is not None:
+        await scheduler.stop()
