@@ -30,8 +30,18 @@ class CommandError(Exception):
     """Bad input or a refused operation: one line on stderr, exit code 2, nothing changed."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors read like every other error: one line."""
+
+    def error(self, message: str) -> NoReturn:
+        # Subcommand parsers are named "probono case assign"; say which one complained.
+        where = self.prog.removeprefix("probono").strip()
+        fail(f"{where}: {message}" if where else message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # add_subparsers() makes every subcommand parser of the same class, so all are one-line.
+    parser = _Parser(
         prog="probono",
         description="probono-bot: SMS and Telegram client engagement for legal-aid programs.",
         epilog="Settings come from the environment or a .env file; see .env.example.",
@@ -48,6 +58,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def _invalid(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"setting {where}: {first.get('msg')}" if where else str(first.get("msg"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, build settings, run the command; errors become one line and a non-zero exit."""
     parser = build_parser()
@@ -56,18 +72,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        fail(f"setting {where}: {first.get('msg')}")
+        fail(_invalid(exc))
+    except ConfigError as exc:
+        fail(str(exc))
     func: Any = args.func
     try:
         result = asyncio.run(func(args, settings))
     except (CommandError, ConfigError) as exc:
         fail(str(exc))
+    except ValidationError as exc:
+        fail(_invalid(exc))
     except KeyboardInterrupt:
         fail("interrupted", 130)
     return int(result or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run as `python -m bot.cli`, this file is __main__, and its CommandError is not the class
+    # the command modules raise (theirs is bot.cli's): run the imported module's main instead.
+    from bot.cli import main as _main
+
+    sys.exit(_main())

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from babel import Locale
-from babel.dates import format_datetime as babel_format_datetime
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_time
 from babel.messages.pofile import read_po
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,26 @@ def gettext(lang: str, msgid: str, /, **params: object) -> str:
 DATE_LOCALES: dict[str, str] = {"ht": "fr_HT"}
 
 
+# CLDR puts narrow/thin no-break spaces in times ("10:30\u202fAM"); outside GSM-7, one of them
+# turns a whole SMS into UCS-2 (up to three times the segments). Phones show a plain space fine.
+_ODD_SPACES = str.maketrans({"\u202f": " ", "\u2009": " ", "\u00a0": " "})
+
+
 def format_datetime(when: datetime, lang: str, tz: str) -> str:
     """A date and time as a person in that language and time zone reads it."""
-    local = when.astimezone(ZoneInfo(tz))
+    zone = ZoneInfo(tz)
+    local = when.astimezone(zone)
     try:
         locale = Locale.parse(DATE_LOCALES.get(lang, lang))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnknownLocaleError):
         locale = Locale.parse("en")
-    return babel_format_datetime(local, format="medium", locale=locale, tzinfo=ZoneInfo(tz))
+    # The medium date with its weekday ("Tue, Mar 10, 2026"), the short time (no seconds: an
+    # appointment is never at 10:30:00), joined the way the locale joins them.
+    date_pattern = locale.datetime_skeletons.get("yMMMEd") or locale.date_formats["medium"]
+    date = format_date(local, format=date_pattern.pattern, locale=locale)
+    time = format_time(local, format="short", locale=locale, tzinfo=zone)
+    joined = str(locale.datetime_formats["medium"]).replace("{1}", date).replace("{0}", time)
+    return joined.translate(_ODD_SPACES)
 
 
 def reload() -> None:
@@ -139,6 +151,48 @@ def extract_dialogue(
         needle = msgid.split("\n")[0][:40]
         lineno = next((i for i, line in enumerate(lines, start=1) if needle in line), 0)
         yield lineno, "", msgid, [f"TRANSLATORS: {comment}"]
+
+
+def _status_strings(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(msgid, translator comment) for what a client reads about each status of a statuses file."""
+    tables: list[tuple[str, Any]] = [("fallback", raw.get("fallback"))]
+    statuses = raw.get("statuses")
+    if isinstance(statuses, dict):
+        tables += [(f"statuses.{name}", table) for name, table in statuses.items()]
+    for name, table in tables:
+        if not isinstance(table, dict):
+            continue
+        if isinstance(table.get("client"), str):
+            yield table["client"], f"[{name}]: the case status in plain words, for the client"
+        if isinstance(table.get("discreet"), str):
+            yield (
+                table["discreet"],
+                f"[{name}]: the same for a client in discreet mode (never the kind of case)",
+            )
+
+
+def extract_statuses(
+    fileobj: IO[bytes],
+    keywords: Sequence[str],
+    comment_tags: Sequence[str],
+    options: dict[str, Any],
+) -> Iterator[tuple[int, str, str, list[str]]]:
+    """Babel extractor for the statuses file (TOML): each status's client and discreet texts.
+
+    Used from babel.cfg as ``[bot.i18n.extract_statuses: bot/data/statuses.toml]``.
+    """
+    text = fileobj.read().decode("utf-8")
+    lines = text.splitlines()
+    for msgid, comment in _status_strings(tomllib.loads(text)):
+        quoted = f'"{msgid}"'
+        lineno = next((i for i, line in enumerate(lines, start=1) if quoted in line), 0)
+        yield lineno, "", msgid, [f"TRANSLATORS: {comment}"]
+
+
+def status_msgids(path: Path) -> list[str]:
+    """Every client-facing text of a statuses file (tests check each one is translated)."""
+    with path.open("rb") as fh:
+        return [m for m, _c in _status_strings(tomllib.load(fh))]
 
 
 def dialogue_msgids(path: Path) -> list[str]:

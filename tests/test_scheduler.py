@@ -77,7 +77,7 @@ async def test_each_offset_fires_once_at_its_time(services: Services, clock: Fak
     assert len(texts) == 3
     # Date and time in the client's zone (New York), the place and the list, and the choices.
     assert texts[0].startswith(
-        "Reminder from Legal Aid Line: your court hearing is on Mar 12, 2026, 10:30:00\u202fAM "
+        "Reminder from Legal Aid Line: your court hearing is on Thu, Mar 12, 2026, 10:30 AM "
         "at Housing Court, 111 Centre St, Room 4. Please bring: your lease and rent receipts."
     )
     assert texts[0].endswith("\n\n1. Confirm\n2. I cannot come")
@@ -92,7 +92,7 @@ async def test_the_client_is_told_at_booking(services: Services) -> None:
     await book(services, world, HEARING)
     [text] = await client_texts(services, kind="appointment")
     assert text == (
-        "Legal Aid Line: your court hearing is booked for Mar 12, 2026, 10:30:00\u202fAM at "
+        "Legal Aid Line: your court hearing is booked for Thu, Mar 12, 2026, 10:30 AM at "
         "Housing Court, 111 Centre St, Room 4. Please bring: your lease and rent receipts. "
         "We will remind you before it."
     )
@@ -144,8 +144,8 @@ async def test_reschedule_tells_the_client_and_recomputes(
         await appointments.reschedule(session, services, appt, later, place="Room 9")
     [moved] = [t for t in await client_texts(services, kind="appointment") if "MOVED" in t]
     assert moved == (
-        "Legal Aid Line: your court hearing has MOVED from Mar 12, 2026, 10:30:00\u202fAM to "
-        "Mar 26, 2026, 10:30:00\u202fAM at Room 9. Please bring: your lease and rent receipts."
+        "Legal Aid Line: your court hearing has MOVED from Thu, Mar 12, 2026, 10:30 AM to "
+        "Thu, Mar 26, 2026, 10:30 AM at Room 9. Please bring: your lease and rent receipts."
     )
     rows = await reminder_rows(services, appt_id)
     assert {r.due_at for r in rows} == {
@@ -186,7 +186,7 @@ async def test_cancellation_withdraws_pending_reminders(
     }
     [cancelled] = [t for t in await client_texts(services, kind="appointment") if "CANCEL" in t]
     assert cancelled == (
-        "Legal Aid Line: your court hearing on Mar 12, 2026, 10:30:00\u202fAM is CANCELLED. "
+        "Legal Aid Line: your court hearing on Thu, Mar 12, 2026, 10:30 AM is CANCELLED. "
         "We will contact you about what happens next."
     )
     clock.set(HEARING - timedelta(hours=1))
@@ -204,7 +204,7 @@ async def test_downtime_coalesces_to_the_latest_reminder(
     report = await Scheduler(services).tick()
     assert (report.done, report.skipped) == (1, 2)
     [text] = await client_texts(services, kind="reminder")
-    assert "Mar 12, 2026, 10:30:00\u202fAM" in text
+    assert "Thu, Mar 12, 2026, 10:30 AM" in text
     assert offsets(await reminder_rows(services, appt_id)) == {
         7 * 86400: "skipped",
         86400: "skipped",
@@ -362,7 +362,7 @@ async def test_no_answer_by_the_last_reminder_flags_the_case(
     alerts = await sent(services, kind="alert")
     assert [a.text for a in alerts] == [
         f"Case {world.reference}: no answer to the reminders for the hearing on "
-        "Mar 12, 2026, 10:30:00\u202fAM."
+        "Thu, Mar 12, 2026, 10:30 AM."
     ]
     assert alerts[0].chat_id == STAFF_CHAT
     assert "Maria" not in alerts[0].text and "Housing Court" not in alerts[0].text

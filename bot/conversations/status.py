@@ -90,12 +90,14 @@ NO_PIN_SET = N_("For your case status, please contact us directly.")
 
 @dataclass(frozen=True)
 class StatusText:
-    """What a client reads about one status, in English, with inline translations."""
+    """What a client reads about one status, in English; the catalogs translate it."""
 
     client: str
     discreet: str
     closes: bool = False
-    inline: dict[str, str] = field(default_factory=dict)  # client_es, discreet_es, ...
+    # A program's own statuses file may carry client_LANG/discreet_LANG for texts the
+    # catalogs cannot know; the shipped file has none (`make translations` extracts it).
+    inline: dict[str, str] = field(default_factory=dict)
 
     def label(self, lang: str, *, discreet: bool) -> str:
         which = "discreet" if discreet else "client"

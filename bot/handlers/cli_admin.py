@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli import CommandError
 from bot.config import Settings
+from bot.conversations import relay
 from bot.conversations import status as status_conversation
 from bot.handlers.cli_core import ensure_migrated
 from bot.i18n import LANGUAGES, available_languages
@@ -289,16 +290,9 @@ async def cmd_case_assign(args: argparse.Namespace, settings: Settings) -> int:
         )
         if staff is None or staff.role != Role.ATTORNEY:
             raise CommandError(f"no active attorney with Telegram id {telegram_id}")
-        case.assigned_staff_id = staff.id
-        case.updated_at = services.clock()
-        session.add(case)
-        await repo.audit(
-            session,
-            actor_kind="cli",
-            action="case.assign",
-            case_id=case.id,
-            client_id=case.client_id,
-            detail=f"staff {staff.id}",
+        # The coordinators' path: the attorney gets the recent thread, the client their name.
+        await relay.assign_case(
+            session, services, case=case, attorney=staff, by=None, actor_kind="cli"
         )
     print(f"case {case.reference} assigned to staff {staff.id}")
     return 0

@@ -11,14 +11,17 @@ from babel.messages.extract import extract_from_file
 
 from bot.conversations.engine import load_dialogue, render
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE
+from bot.conversations.status import DEFAULT_STATUSES
 from bot.i18n import (
     LOCALES_DIR,
     _catalog,
     available_languages,
     dialogue_msgids,
     extract_dialogue,
+    extract_statuses,
     gettext,
     missing_translations,
+    status_msgids,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +57,28 @@ def test_the_template_holds_every_intake_string() -> None:
     for msgid in dialogue_msgids(DEFAULT_INTAKE):
         first_line = msgid.replace('"', '\\"')[:40]
         assert first_line in template.replace('"\n"', ""), f"run `make translations`: {msgid}"
+
+
+@pytest.mark.parametrize("lang", [lang for lang in available_languages() if lang != "en"])
+def test_every_status_text_is_translated(lang: str) -> None:
+    msgids = status_msgids(DEFAULT_STATUSES)
+    assert "a court date has been set" in msgids and "your file is closed" in msgids
+    assert missing_translations(lang, msgids) == []
+    # One way to translate the shipped statuses: the catalogs, not inline client_LANG keys.
+    assert not re.search(r"^(client|discreet)_\w+\s*=", DEFAULT_STATUSES.read_text(), re.M)
+
+
+def test_the_extractor_reads_the_statuses_file() -> None:
+    found = list(
+        extract_statuses(io.BytesIO(DEFAULT_STATUSES.read_bytes()), [], ["TRANSLATORS:"], {})
+    )
+    messages = [m for _l, _f, m, _c in found]
+    assert messages == status_msgids(DEFAULT_STATUSES)
+    assert "the status is now: {status}" in messages
+    assert all(line > 0 for line, *_rest in found)
+    template = (LOCALES_DIR / "messages.pot").read_text(encoding="utf-8")
+    for msgid in messages:
+        assert f'msgid "{msgid}"' in template.replace('"\n"', ""), "run `make translations`"
 
 
 @pytest.mark.parametrize("lang", ["es"])

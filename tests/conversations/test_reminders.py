@@ -13,6 +13,7 @@ from bot.conversations import status
 from bot.conversations.reminders import CHECKIN_WORDS, REMINDER_WORDS, parse_answer
 from bot.scheduler import Scheduler
 from bot.services import Services
+from bot.sms_text import encoding, is_gsm7
 from storage import repo
 from storage.db import transaction
 from storage.models import AuditLog, Message
@@ -40,7 +41,7 @@ async def staff_messages(services: Services) -> list[str]:
 @pytest.mark.parametrize("answer", ["1", "Yes!"])
 async def test_confirm_in_english(services: Services, clock: FakeClock, answer: str) -> None:
     _world, appt_id, chat = await reminded(services, clock)
-    assert await chat.text(answer) == "Thank you. See you on Mar 12, 2026, 10:30:00\u202fAM."
+    assert await chat.text(answer) == "Thank you. See you on Thu, Mar 12, 2026, 10:30 AM."
     appt = await appointment(services, appt_id)
     assert appt.confirmed_at == clock() and appt.declined_at is None
     assert await staff_messages(services) == []
@@ -50,7 +51,7 @@ async def test_confirm_in_english(services: Services, clock: FakeClock, answer: 
 async def test_confirm_in_spanish(services: Services, clock: FakeClock, answer: str) -> None:
     _world, appt_id, chat = await reminded(services, clock, language="es")
     reply = await chat.text(answer)
-    assert reply.startswith("Gracias. Nos vemos el 12 mar 2026")
+    assert reply.startswith("Gracias. Nos vemos el jue, 12 mar 2026")
     assert (await appointment(services, appt_id)).confirmed_at == clock()
 
 
@@ -58,7 +59,7 @@ async def test_the_reminder_itself_in_spanish(services: Services, clock: FakeClo
     await reminded(services, clock, language="es")
     [reminder] = [s.text for s in await sent(services, kind="reminder")]
     assert reminder.startswith(
-        "Recordatorio de Legal Aid Line: su audiencia en la corte es el 12 mar 2026"
+        "Recordatorio de Legal Aid Line: su audiencia en la corte es el jue, 12 mar 2026"
     )
     assert reminder.endswith("\n\n1. Confirmo\n2. No puedo ir")
 
@@ -89,7 +90,7 @@ async def test_cannot_come_alerts_the_assigned_attorney(
     assert alert.staff_id == world.attorney_id and alert.chat_id is None
     assert alert.text == (
         f"Case {world.reference}: the client cannot come to the hearing on "
-        "Mar 12, 2026, 10:30:00\u202fAM. Please contact them to arrange what happens next."
+        "Thu, Mar 12, 2026, 10:30 AM. Please contact them to arrange what happens next."
     )
     assert "car" not in alert.text  # the ref and the fact, never what they wrote
     assert await sent(services, kind="alert") == []
@@ -112,18 +113,28 @@ async def test_discreet_client_gets_neutral_words(services: Services, clock: Fak
     world, _appt_id, chat = await reminded(services, clock, discreet=True)
     [booked] = [s.text for s in await sent(services, kind="appointment")]
     assert booked == (
-        "Your appointment is booked for Mar 12, 2026, 10:30:00\u202fAM at Housing Court, "
+        "Your appointment is booked for Thu, Mar 12, 2026, 10:30 AM at Housing Court, "
         "111 Centre St, Room 4. We will remind you before it."
     )
     [reminder] = [s.text for s in await sent(services, kind="reminder")]
     assert reminder == (
-        "Reminder: your appointment is on Mar 12, 2026, 10:30:00\u202fAM at Housing Court, "
+        "Reminder: your appointment is on Thu, Mar 12, 2026, 10:30 AM at Housing Court, "
         "111 Centre St, Room 4.\n\n1. Confirm\n2. I cannot come"
     )
     assert "hearing" not in reminder and "lease" not in reminder
     assert await chat.text("2") == "Thank you for telling us. We will contact you."
     assert world.reference  # the attorney is still told which case
     assert len(await sent(services, kind="staff")) == 1
+
+
+async def test_an_english_reminder_with_a_date_stays_gsm7(
+    services: Services, clock: FakeClock
+) -> None:
+    """CLDR's narrow no-break space before AM would make it UCS-2, costing up to 3x the segments."""
+    await reminded(services, clock)
+    [reminder] = [s.text for s in await sent(services, kind="reminder")]
+    assert "Thu, Mar 12, 2026, 10:30 AM" in reminder
+    assert encoding(reminder) == "GSM-7", [hex(ord(c)) for c in reminder if not is_gsm7(c)]
 
 
 async def test_an_answer_is_audited(services: Services, clock: FakeClock) -> None:

@@ -121,10 +121,23 @@ async def test_the_owner_gets_status_and_next_appointment(services: Services) ->
     answer = await owner(services, world).text("STATUS")
     assert answer == (
         f"Your case {world.reference}: your attorney is working on your case. "
-        "Next court hearing: Mar 12, 2026, 10:30:00\u202fAM, Housing Court, 111 Centre St, Room 4."
+        "Next court hearing: Thu, Mar 12, 2026, 10:30 AM, Housing Court, 111 Centre St, Room 4."
     )
     [row] = await audits(services)
     assert (row.allowed, row.case_id, row.actor_kind) == (True, world.case_id, "client")
+
+
+async def test_a_vietnamese_client_reads_the_status_change_in_vietnamese(
+    services: Services,
+) -> None:
+    vi = await open_case(services, language="vi")
+    ar = await open_case(services, phone="+12025550188", language="ar", discreet=True)
+    await change_status(services, vi, "Hearing scheduled")
+    await change_status(services, ar, "closed")
+    assert await client_texts(services, kind="status") == [
+        f"Legal Aid Line: tin mới về hồ sơ {vi.reference}: ngày ra tòa đã được ấn định.",
+        "جديد في ملفك: تم إغلاق ملفك.",
+    ]
 
 
 @pytest.mark.parametrize("word", ["status?", "Status please", "my case", "estado", "¿Estado?"])
@@ -140,7 +153,7 @@ async def test_status_in_spanish_and_the_client_time_zone(services: Services) ->
     answer = await owner(services, world).text("estado")
     assert answer == (
         f"Su caso {world.reference}: recibimos su solicitud y la estamos revisando. "
-        "Próxima audiencia en la corte: 12 mar 2026, 7:30:00, Housing Court, 111 Centre St, "
+        "Próxima audiencia en la corte: jue, 12 mar 2026, 7:30, Housing Court, 111 Centre St, "
         "Room 4."
     )
 
@@ -151,7 +164,7 @@ async def test_a_discreet_owner_gets_neutral_status(services: Services) -> None:
     answer = await owner(services, world).text("STATUS")
     assert answer == (
         "Your file: we are working on it. "
-        "Next appointment: Mar 12, 2026, 10:30:00\u202fAM, Housing Court, 111 Centre St, Room 4."
+        "Next appointment: Thu, Mar 12, 2026, 10:30 AM, Housing Court, 111 Centre St, Room 4."
     )
     assert world.reference not in answer and "hearing" not in answer and "lease" not in answer
 

@@ -218,7 +218,7 @@ async def test_an_appointment_is_booked_told_and_reminded(
     [told] = await client_texts(services, kind="appointment")
     # Shown in the client's own zone (New York): 10:30.
     assert told == (
-        "Legal Aid Line: your court hearing is booked for Mar 12, 2026, 10:30:00\u202fAM at "
+        "Legal Aid Line: your court hearing is booked for Thu, Mar 12, 2026, 10:30 AM at "
         "Cook County Courthouse, Room 1402. Please bring: the eviction notice. "
         "We will remind you before it."
     )

@@ -149,6 +149,48 @@ def test_probono_help_runs_as_a_program(tmp_path: Path) -> None:
         assert command in done.stdout
 
 
+@pytest.mark.parametrize("program", [["probono"], ["python", "-m", "bot.cli"]])
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["client", "add", "--phone", "12", "--name", "Ana"], "--phone"),  # a CommandError
+        (["case", "assign", "ABC-DEF"], "case assign: the following arguments are required"),
+    ],
+)
+def test_bad_input_is_one_line_from_either_program(
+    tmp_path: Path, settings: Settings, program: list[str], argv: list[str], fragment: str
+) -> None:
+    bin_dir = Path(sys.executable).parent
+    exe = [str(bin_dir / "probono")] if program == ["probono"] else [sys.executable, *program[1:]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROBONO_", "DATABASE_"))}
+    env.update(_env_for(settings))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [*exe, *argv], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+    )
+    Run(done.returncode, done.stdout, done.stderr).assert_one_line_error(fragment)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["client", "add", "--name", "Ana"], "client add: the following arguments are required"),
+        (["case", "frob"], "case: argument ACTION: invalid choice: 'frob'"),
+        (["--nonsense"], "COMMAND"),
+    ],
+)
+async def test_usage_errors_are_one_line(
+    cli: CLI, services: Services, argv: list[str], fragment: str
+) -> None:
+    before = await snapshot(services)
+    run = await cli(*argv)
+    run.assert_one_line_error(fragment)
+    assert run.code == 2
+    assert await snapshot(services) == before
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
@@ -332,6 +374,42 @@ async def test_case_assign_to_an_attorney(
     run = await cli("case", "assign", typed, "--telegram-id", "4242")
     assert run.code == 0, run.err
     assert (await _case(services, client_with_case)).assigned_staff_id == attorney
+
+
+async def _outbox_texts(services: Services) -> list[tuple[str, int | None, str]]:
+    """(kind, staff id, decrypted text) of every queued message, oldest first."""
+    from storage.models import Message
+
+    out = []
+    async with services.sessions() as session:
+        rows = await session.exec(
+            select(OutboxItem, Message)
+            .join(Message, col(Message.id) == col(OutboxItem.message_id))
+            .order_by(col(OutboxItem.id))
+        )
+        for item, msg in rows.all():
+            client = await session.get(Client, msg.client_id) if msg.client_id else None
+            out.append((item.kind, item.staff_id, repo.message_body(services.vault, client, msg)))
+    return out
+
+
+async def test_case_assign_hands_the_case_over_like_the_coordinators_do(
+    cli: CLI, services: Services, client_with_case: str, attorney: int
+) -> None:
+    run = await cli("case", "assign", client_with_case, "--telegram-id", "4242")
+    assert run.code == 0, run.err
+    sent = await _outbox_texts(services)
+    to_client = [text for kind, staff_id, text in sent if staff_id is None]
+    assert to_client == [
+        f"Jo is now handling your case {client_with_case}. You can write here to reach them."
+    ]
+    handoffs = [text for kind, staff_id, text in sent if kind == "handoff"]
+    assert [staff_id for kind, staff_id, _t in sent if kind == "handoff"] == [attorney]
+    assert handoffs[0].startswith(f"Case {client_with_case} is now yours")
+    assert "Ana Díaz" in handoffs[0]
+    # Assigning again to the same attorney is not news to anyone.
+    assert (await cli("case", "assign", client_with_case, "--telegram-id", "4242")).code == 0
+    assert await _outbox_texts(services) == sent
 
 
 @pytest.mark.parametrize(
