@@ -38,6 +38,19 @@ test: $(TEST_STAMP)
 		PROBONO_TEST_BACKEND=postgresql $(BIN)/python -m pytest -q $(PYTEST_ARGS); \
 	fi
 
+# Benchmarks against the limits (issue 8): writes bench/RESULTS.md, ends with one `bench:` line.
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/run.py
+
+# The reliability suite (crash, provider faults, forgery, fuzz, secrets at rest) on SQLite;
+# again on PostgreSQL with RELIABILITY_POSTGRES=1 (and TEST_DATABASE_URL): it doubles the time.
+reliability: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m reliability tests/reliability $(PYTEST_ARGS)
+	@if [ -n "$$RELIABILITY_POSTGRES" ] && [ -n "$$TEST_DATABASE_URL" ]; then \
+		echo "== reliability again on PostgreSQL ($$TEST_DATABASE_URL) =="; \
+		PROBONO_TEST_BACKEND=postgresql $(BIN)/python -m pytest -q -m reliability tests/reliability $(PYTEST_ARGS); \
+	fi
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

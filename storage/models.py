@@ -311,7 +311,11 @@ class ScheduledItem(SQLModel, table=True):
     """A reminder, check-in or scheduled send; ``unique_key`` makes it happen once."""
 
     __tablename__ = "scheduled_item"
-    __table_args__ = (Index("ix_scheduled_due", "status", "due_at"),)
+    __table_args__ = (
+        Index("ix_scheduled_due", "status", "due_at"),
+        # The claim also takes claimed rows whose lease ran out (their claimer died).
+        Index("ix_scheduled_lease", "status", "lease_until"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=16)

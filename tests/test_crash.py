@@ -10,11 +10,8 @@ before the 200, picked up on start) and none doubled (in-flight rows are not res
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,88 +22,44 @@ from sqlmodel import select
 from bot.services import Services
 from storage import repo
 from storage.models import Direction, Message, OutboxItem, OutboxStatus
-from tests.conftest import TEST_KEY, make_settings
+from tests.conftest import make_settings
 from tests.fakes.fake_twilio import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    FROM_NUMBER,
     FakeTwilio,
     form_body,
     inbound_params,
     running_fake_twilio,
     sign,
 )
+from tests.serve_proc import free_port as _free_port
+from tests.serve_proc import healthy as _healthy
+from tests.serve_proc import serve as _serve
+from tests.serve_proc import serve_env
 
 TEXTS = 200
 HANG_AFTER = 20
 KILL_AFTER_ACKS = 90
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env(database_url: str, data_dir: Path, fake: FakeTwilio, port: int) -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "DATABASE_URL": database_url,
-            "PROBONO_DATA_DIR": str(data_dir),
-            "PROBONO_ENV": "test",
-            "PROBONO_ENCRYPTION_KEYS": TEST_KEY,
-            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-            "TWILIO_FROM_NUMBER": FROM_NUMBER,
-            "TWILIO_API_BASE_URL": fake.base_url,
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "QUIET_HOURS": "",
-            "SMS_SEND_RATE": "1000",
-        }
-    )
-    return env
-
-
-def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [str(Path(sys.executable).with_name("probono")), "serve", "--port", str(port)],
-            cwd=log.parent,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def _healthy(http: aiohttp.ClientSession, base: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "probono serve exited early"
-        try:
-            async with http.get(base + "/healthz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError("probono serve did not become healthy")
 
 
 async def test_kill_9_mid_stream_loses_no_acknowledged_text(
     database_url: str, tmp_path: Path
 ) -> None:
+    await kill_mid_stream(
+        database_url, tmp_path, texts=TEXTS, hang_after=HANG_AFTER, kill_after_acks=KILL_AFTER_ACKS
+    )
+
+
+async def kill_mid_stream(
+    database_url: str, tmp_path: Path, *, texts: int, hang_after: int, kill_after_acks: int
+) -> tuple[int, int]:
+    """Kill -9 mid-stream, restart, check; (acknowledged at the kill, sends in flight)."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    phones = [f"+1555050{i:04d}" for i in range(TEXTS)]
+    phones = [f"+1555050{i:04d}" for i in range(texts)]
     acked: list[str] = []
     async with running_fake_twilio() as fake:
-        env = _env(database_url, tmp_path / "data", fake, port)
-        fake.hang_after(HANG_AFTER)
+        env = serve_env(database_url, tmp_path / "data", fake.base_url, port)
+        fake.hang_after(hang_after)
         proc = _serve(env, port, log)
         try:
             async with aiohttp.ClientSession() as http:
@@ -122,7 +75,7 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_text(
                         "Content-Type": "application/x-www-form-urlencoded",
                         "X-Twilio-Signature": sign(base + "/twilio/sms", params),
                     }
-                    if i >= TEXTS // 2:
+                    if i >= texts // 2:
                         await second_half.wait()
                     async with gate:
                         if proc.poll() is not None:
@@ -149,11 +102,11 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_text(
                         n = len(fake.messages)
                         if n != last:
                             last, quiet_since = n, time.monotonic()
-                        hanging = n > HANG_AFTER and quiet_since is not None
+                        hanging = n > hang_after and quiet_since is not None
                         # Every send the dispatcher started has reached the fake (and hangs
                         # there, so it starts no more): the in-doubt window is closed.
                         settled = hanging and time.monotonic() - quiet_since > 0.3
-                        if settled and len(acked) >= KILL_AFTER_ACKS:
+                        if settled and len(acked) >= kill_after_acks:
                             break
                     # Now the second half of the texts flows, and the kill lands among them.
                     kill_at.append(len(acked) + 30)
@@ -168,8 +121,8 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_text(
 
                 await asyncio.gather(killer(), stream())
                 acked_at_kill = len(acked)
-                assert len(fake.messages) > HANG_AFTER
-                assert acked_at_kill < TEXTS, "the kill should land mid-stream"
+                assert len(fake.messages) > hang_after
+                assert acked_at_kill < texts, "the kill should land mid-stream"
                 in_flight = len(fake.messages)
                 fake.release()
 
@@ -192,6 +145,7 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_text(
                     proc.kill()
                     proc.wait()
         assert proc.returncode == 0, log.read_text()[-3000:]
+    return acked_at_kill, in_flight
 
 
 async def _wait_settled(services: Services, fake: FakeTwilio, acked: set[str]) -> None:
