@@ -8,20 +8,25 @@ and statuses; client content goes to the assigned attorney's private chat, audit
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.channels.base import Choice, InboundMessage
 from bot.conversations import appointments, relay
+from bot.conversations import broadcast_wizard as wizard
 from bot.conversations import status as status_conversation
 from bot.services import Services
 from storage import repo
-from storage.models import Case, Channel, Client, Direction, Message, Role, Staff
+from storage.db import transaction
+from storage.models import Case, Channel, Client, Direction, Message, OutboxItem, Role, Staff
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ COORDINATOR_COMMANDS: tuple[tuple[str, str], ...] = (
     ("assign", "REF: choose the attorney"),
     ("status", "REF text: record a new status and tell the client"),
     ("appt", "REF when where: book an appointment"),
+    ("broadcast", "Send one message to many clients, each in their language"),
     ("help", "What coordinators can do here"),
 )
 CLIENT_COMMANDS: tuple[tuple[str, str], ...] = (
@@ -57,7 +63,8 @@ COORDINATOR_HELP = (
     "/find REF: look up a case\n"
     "/assign REF: choose its attorney\n"
     "/status REF text: record a status and tell the client\n"
-    "/appt REF YYYY-MM-DD HH:MM place: book an appointment (client's local time)"
+    "/appt REF YYYY-MM-DD HH:MM place: book an appointment (client's local time)\n"
+    "/broadcast: one message to many clients, each in their language (/cancel stops it)"
 )
 NOT_SENT_HINT = (
     "Not sent. To write to a client, reply to their card or use /reply REF text. "
@@ -182,6 +189,11 @@ async def handle_staff_message(
         await _button(ctx, message.choice)
         return
     text = message.text.strip()
+    if ctx.private and _wizard_of(services, staff) is not None:
+        name = split_command(text)[0] if text.startswith("/") else None
+        if name is None or name == "cancel":
+            await _wizard_turn(ctx, text)
+            return
     if text.startswith("/"):
         name, args = split_command(text)
         command = COMMANDS.get(name)
@@ -399,6 +411,10 @@ async def cmd_assign(ctx: StaffContext, args: str) -> None:
 async def _button(ctx: StaffContext, data: str) -> None:
     """A pressed button: 'assign:CASE' opens the picker, 'assignto:CASE:STAFF' assigns."""
     parts = data.split(":")
+    if parts[0] == BROADCAST_BUTTON:
+        if ctx.private and _wizard_of(ctx.services, ctx.staff) is not None:
+            await _wizard_turn(ctx, data.partition(":")[2])
+        return
     if parts[0] not in ("assign", "assignto"):
         return
     if not await _coordinator_only(ctx, "assign"):
@@ -512,6 +528,155 @@ async def cmd_appt(ctx: StaffContext, args: str) -> None:
     )
 
 
+# --------------------------------------------------------------------------- broadcasts
+
+BROADCAST_BUTTON = "bcast"
+PROGRESS_KIND = "bcast.progress"  # outbox.kind holds 16 characters
+PROGRESS_EDIT_KIND = "bcast.edit"
+PROGRESS_WINDOW = timedelta(days=2)
+
+# Wizard states live in memory, per app (Services) and staff id: there is no per-staff
+# table for dialogue state and no migration now. A restart forgets an unfinished wizard
+# (nothing is sent before confirmation, so the coordinator just starts again).
+# Keyed by id(services) and dropped when the Services object goes (Services is a dataclass,
+# so unhashable, and tests build one per app).
+_T = TypeVar("_T")
+_WIZARDS: dict[int, dict[int, dict[str, Any]]] = {}
+_SENDS: dict[int, set[asyncio.Task[None]]] = {}
+
+
+def _per_app(table: dict[int, _T], services: Services, empty: Callable[[], _T]) -> _T:
+    key = id(services)
+    if key not in table:
+        table[key] = empty()
+        weakref.finalize(services, table.pop, key, None)
+    return table[key]
+
+
+def _wizard_of(services: Services, staff: Staff) -> dict[str, Any] | None:
+    return _WIZARDS.get(id(services), {}).get(staff.id or 0)
+
+
+def _keep_wizard(services: Services, staff: Staff, state: dict[str, Any] | None) -> None:
+    wizards = _per_app(_WIZARDS, services, dict)
+    if state is None:
+        wizards.pop(staff.id or 0, None)
+    else:
+        wizards[staff.id or 0] = state
+
+
+async def _say_step(ctx: StaffContext, step: wizard.WizardStep) -> None:
+    choices = [Choice(value=f"{BROADCAST_BUTTON}:{c}", label=c) for c in step.choices]
+    await ctx.say(step.text, choices=choices)
+
+
+async def cmd_broadcast(ctx: StaffContext, args: str) -> None:
+    """Starts the broadcast wizard in the coordinator's private chat: segment, texts, confirm."""
+    if not await _coordinator_only(ctx, "broadcast"):
+        return
+    if not ctx.private:
+        await ctx.say("Use /broadcast in your private chat with me.")
+        return
+    step = wizard.start()
+    _keep_wizard(ctx.services, ctx.staff, step.state.to_dict())
+    await ctx.audit("broadcast.wizard", None, detail="started")
+    await _say_step(ctx, step)
+
+
+async def _wizard_turn(ctx: StaffContext, text: str) -> None:
+    """One coordinator message to the wizard; on confirmation the sending starts."""
+    data = _wizard_of(ctx.services, ctx.staff)
+    if data is None:
+        return
+    state = wizard.WizardState.from_dict(data)
+    step = await wizard.advance(ctx.session, ctx.services, state, text)
+    _keep_wizard(ctx.services, ctx.staff, None if step.finished else state.to_dict())
+    await _say_step(ctx, step)
+    if step.send:
+        # Sent after this message's transaction commits: broadcast.send uses sessions of
+        # its own, and SQLite would wait on the lock this transaction holds.
+        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, state))
+        tasks = _per_app(_SENDS, ctx.services, set)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+async def _send_broadcast(services: Services, staff: Staff, state: wizard.WizardState) -> None:
+    """Queues the confirmed broadcast and posts the message that will show its progress."""
+    try:
+        row = await wizard.send(services, state, staff_id=staff.id)
+        assert row.id is not None
+        text, done = await wizard.progress(services, row.id)
+        async with transaction(services.sessions) as session:
+            await repo.enqueue_staff(
+                session,
+                vault=services.vault,
+                due_at=services.clock(),
+                text=text,
+                staff=staff,
+                kind=PROGRESS_KIND,
+                dedupe_key=f"broadcast-progress:{row.id}",
+                extra={"broadcast_id": row.id, "shown": text, "done": done},
+            )
+    except Exception as exc:
+        log.error("broadcast from Telegram failed: %s", type(exc).__name__)
+        async with transaction(services.sessions) as session:
+            await repo.enqueue_staff(
+                session,
+                vault=services.vault,
+                due_at=services.clock(),
+                text="The broadcast could not be queued. Check with /broadcast again.",
+                staff=staff,
+            )
+
+
+async def wait_broadcast_sends(services: Services) -> None:
+    """Waits for broadcasts confirmed in Telegram to be queued (tests, shutdown)."""
+    tasks = list(_SENDS.get(id(services), ()))
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def report_broadcasts(services: Services) -> int:
+    """Edits each broadcast's progress message in place until its report is final.
+
+    Run periodically next to the delivery reports; returns how many edits were queued.
+    """
+    since = services.clock() - PROGRESS_WINDOW
+    async with services.sessions() as session:
+        rows = await repo.outbox_items_of_kind(session, kind=PROGRESS_KIND, since=since)
+        todo = [
+            (item.id, int((item.extra or {})["broadcast_id"]), msg.provider_id, msg.staff_id)
+            for item, msg in rows
+            if msg.provider_id is not None and not (item.extra or {}).get("done")
+        ]
+    edits = 0
+    for item_id, broadcast_id, provider_id, staff_id in todo:
+        # Worked out before the transaction that writes the edit (progress reads on its own).
+        text, done = await wizard.progress(services, broadcast_id)
+        async with transaction(services.sessions) as session:
+            item = await session.get(OutboxItem, item_id, with_for_update=True)
+            staff = await session.get(Staff, staff_id) if staff_id else None
+            if item is None or item.extra is None or staff is None:
+                continue
+            if item.extra.get("done"):
+                continue  # another process already showed the final report
+            if text != item.extra.get("shown"):
+                await repo.enqueue_staff(
+                    session,
+                    vault=services.vault,
+                    due_at=services.clock(),
+                    text=text,
+                    staff=staff,
+                    kind=PROGRESS_EDIT_KIND,
+                    extra={"edit_message_id": provider_id},
+                )
+                edits += 1
+            item.extra = {**item.extra, "shown": text, "done": done}
+            session.add(item)
+    return edits
+
+
 async def cmd_help(ctx: StaffContext, args: str) -> None:
     """Explains what this staff member can do here."""
     await ctx.say(ATTORNEY_HELP if ctx.is_attorney else COORDINATOR_HELP)
@@ -527,6 +692,7 @@ COMMANDS: dict[str, Command] = {
     "assign": cmd_assign,
     "status": cmd_status,
     "appt": cmd_appt,
+    "broadcast": cmd_broadcast,
 }
 
 

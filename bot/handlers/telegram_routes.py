@@ -486,6 +486,8 @@ async def _report_loop(app: web.Application) -> None:
         try:
             if await relay.report_deliveries(services):
                 _poke(app)
+            if await staff_handlers.report_broadcasts(services):
+                _poke(app)
         except Exception as exc:
             log.error("delivery report failed: %s", type(exc).__name__)
 

@@ -205,7 +205,15 @@ async def test_plain_text_in_the_group_is_ignored_and_menus_are_set_per_role(tg:
         for c in tg.fake.of("setMyCommands")
     }
     assert scopes[(MARIA.id, "chat")] == ["cases", "case", "reply", "status", "help"]
-    assert scopes[(CARLA.id, "chat")] == ["cases", "find", "assign", "status", "appt", "help"]
+    assert scopes[(CARLA.id, "chat")] == [
+        "cases",
+        "find",
+        "assign",
+        "status",
+        "appt",
+        "broadcast",
+        "help",
+    ]
     assert scopes[(GROUP_ID, "chat")] == scopes[(CARLA.id, "chat")]
     assert scopes[(None, "default")] == ["start", "link", "help"]
     assert maria.id != carla.id
