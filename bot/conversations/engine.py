@@ -36,7 +36,9 @@ from bot.conversations.keywords import normalise
 from bot.i18n import LANGUAGES, N_, available_languages, gettext
 from bot.phones import PhoneError, normalize_phone
 
-QUESTION_TYPES = frozenset({"text", "choice", "number", "money", "date", "yesno", "zip", "phone"})
+QUESTION_TYPES = frozenset(
+    {"text", "choice", "number", "money", "date", "yesno", "zip", "phone", "pin"}
+)
 STATE_TYPES = QUESTION_TYPES | {"summary", "action", "end"}
 FIX_SUFFIX = ":fix"  # the state a summary moves to when the client wants to correct an answer
 MAX_HOPS = 20  # action states chained in one step; more means a loop in the data
@@ -81,6 +83,7 @@ HINT_DATE = N_("Please send a date, for example: 3/15 or March 15")
 HINT_DATE_RANGE = N_("Please check the date. For example: 3/15 or March 15")
 HINT_ZIP = N_("Please send your 5-digit ZIP code, for example: 10001")
 HINT_PHONE = N_("Please send a phone number, for example: 555-123-4567")
+HINT_PIN = N_("Please send 4 to 6 digits, for example: 4821")
 
 LABEL_YES = N_("Yes")
 LABEL_NO = N_("No")
@@ -176,6 +179,7 @@ _KEYS_BY_TYPE: dict[str, set[str]] = {
     "yesno": {"field", "example"},
     "zip": {"field", "example"},
     "phone": {"field", "example"},
+    "pin": {"field", "example"},
     "summary": {"fields"},
     "action": set(),
     "end": set(),
@@ -596,6 +600,18 @@ def parse_phone(text: str) -> str:
         return normalize_phone(unicodedata.normalize("NFKC", text))
     except PhoneError as exc:
         raise Reask(HINT_PHONE) from exc
+
+
+PIN_DIGITS = re.compile(r"^[0-9]{4,6}$")
+
+
+def parse_pin(text: str, example: str | None = None) -> str:
+    """A PIN of 4 to 6 digits (spaces ignored); Reask with the example otherwise."""
+    # Arabic-Indic and other decimal digits count, stored as 0-9 so STATUS 1234 matches later.
+    value = "".join(str(unicodedata.decimal(c, c)) for c in "".join(text.split()))
+    if not PIN_DIGITS.match(value):
+        raise Reask(example or HINT_PIN)
+    return value
 
 
 def parse_yesno(text: str, choice: str | None, langs: Iterable[str]) -> bool:
@@ -1089,6 +1105,8 @@ class Engine:
             return parse_zip(text)
         if kind == "phone":
             return parse_phone(text)
+        if kind == "pin":
+            return parse_pin(text, spec.example)
         if kind == "date":
             if spec.unknown_ok and _has_phrase(normalise(text), phrases(UNKNOWN_WORDS, langs)):
                 return None
@@ -1134,7 +1152,8 @@ class Engine:
             await self._enter(turn, progress, target)
             return progress
         assert spec.field is not None
-        progress.answers[spec.field] = value
+        if spec.type != "pin":  # a PIN only reaches the action (which hashes it), never answers
+            progress.answers[spec.field] = value
         outcome = None
         if spec.action:
             outcome = await self.actions[spec.action](Step(turn, self, progress, spec, value))

@@ -191,6 +191,21 @@ async def record_consent(step: Step) -> str | None:
     return None
 
 
+async def pin_wanted(step: Step) -> str | None:
+    """Asks for a PIN only when the program requires one for case status (PROBONO_REQUIRE_PIN)."""
+    return "ask" if step.turn.services.settings.probono_require_pin else None
+
+
+async def save_pin(step: Step) -> str | None:
+    """Keeps only the PIN's hash on the client; the digits are never stored or repeated."""
+    client = step.turn.client
+    repo.set_pin(client, str(step.value))
+    client.updated_at = step.turn.services.clock()
+    step.turn.session.add(client)
+    step.value = None
+    return None
+
+
 async def check_service_area(step: Step) -> str | None:
     """Sends a client outside the service area to a polite referral (no case)."""
     area = step.turn.services.settings.service_area()
@@ -373,6 +388,8 @@ ACTIONS: dict[str, Action] = {
     "check_urgency": check_urgency,
     "set_safety": set_safety,
     "save_safe_contact": save_safe_contact,
+    "pin_wanted": pin_wanted,
+    "save_pin": save_pin,
     "create_case": create_case,
 }
 
