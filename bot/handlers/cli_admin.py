@@ -9,14 +9,13 @@ import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.cli import CommandError
 from bot.config import Settings
-from bot.conversations import relay
+from bot.conversations import appointments, relay
 from bot.conversations import status as status_conversation
 from bot.handlers.cli_core import ensure_migrated
 from bot.i18n import LANGUAGES, available_languages
@@ -82,14 +81,10 @@ def _language(raw: str) -> str:
 
 
 def _timezone(raw: str) -> str:
-    value = raw.strip()
     try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise CommandError(
-            f"--timezone: unknown time zone {raw!r} (use a name like America/New_York)"
-        ) from None
-    return value
+        return appointments.check_timezone(raw)
+    except appointments.AppointmentError as exc:
+        raise CommandError(f"--timezone: {exc}") from None
 
 
 def _category(raw: str) -> str:
