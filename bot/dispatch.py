@@ -34,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.appkeys import DISPATCHER, METRICS, SERVICES
 from bot.channels.base import (
@@ -50,7 +52,7 @@ from bot.quiet_hours import hold_until
 from bot.services import Services
 from storage import repo
 from storage.crypto import CryptoError
-from storage.db import transaction
+from storage.db import GroupCommit, transaction
 from storage.models import (
     Channel,
     ChannelIdentity,
@@ -79,7 +81,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class TokenBucket:
-    """A send-rate limit: ``rate`` per second, with a burst of a tenth of a second's worth."""
+    """A send-rate limit: ``rate`` per second, with a burst of a fifth of a second's worth."""
 
     def __init__(
         self,
@@ -89,7 +91,7 @@ class TokenBucket:
         monotonic: Callable[[], float] = monotonic_time.monotonic,
     ) -> None:
         self.rate = rate
-        self.capacity = capacity if capacity is not None else max(1.0, (rate or 1.0) / 10)
+        self.capacity = capacity if capacity is not None else max(1.0, (rate or 1.0) / 5)
         self._monotonic = monotonic
         self._tokens = self.capacity
         self._stamp = monotonic()
@@ -113,12 +115,15 @@ class TokenBucket:
         self._refill()
         self._tokens -= n
 
-    def wait_time(self) -> float:
-        """Seconds until one more send is allowed."""
+    def wait_time(self, sends: int = 1) -> float:
+        """Seconds until ``sends`` more sends are allowed."""
         if self.rate is None:
             return 0.0
         self._refill()
-        return max(0.0, (1.0 - self._tokens) / self.rate)
+        return max(0.0, (min(sends, self.capacity) - self._tokens) / self.rate)
+
+
+_Outcome = tuple["_Claimed", "SendResult | SendError | str"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,7 @@ class Dispatcher:
         max_attempts: int = 10,
         backoff_base: float = 2.0,
         backoff_cap: float = 900.0,
+        max_in_flight: int = 200,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = monotonic_time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -178,6 +184,11 @@ class Dispatcher:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.review_count = 0
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
+        self._outcomes: GroupCommit[_Outcome, str] = GroupCommit(
+            services.sessions, self._record, alone=self._record_alone, prefetch=self._load_sent
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -219,7 +230,8 @@ class Dispatcher:
         self._stopping = True
         self._stop_event.set()
         self.poke()
-        tasks = [t for t in [self._supervisor, *self._tasks.values()] if t is not None]
+        flying = [t for tasks in self._in_flight.values() for t in tasks]
+        tasks = [t for t in [self._supervisor, *self._tasks.values(), *flying] if t is not None]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
@@ -227,7 +239,11 @@ class Dispatcher:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        # Outcomes of the sends that finished are committed before we go.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._outcomes.idle(), grace)
         self._tasks.clear()
+        self._in_flight.clear()
         self._supervisor = None
 
     async def reconcile(self) -> int:
@@ -277,15 +293,26 @@ class Dispatcher:
             return None
         return max(0.001, min(self._bucket(c).wait_time() for c in empty))
 
-    async def _round(self, channel: str, sender: ChannelSender) -> int:
+    async def _round(self, channel: str, sender: ChannelSender, *, wait: bool = True) -> int:
+        """Claim what the rate allows now and start sending it; rows touched.
+
+        ``wait=False`` (the background loop) returns once the sends have started, so the next
+        claim overlaps them: a round's database work does not eat into the send rate. Only
+        rows about to be sent are claimed, so a crash leaves few in doubt.
+        """
         bucket = self._bucket(channel)
-        n = min(self.batch_size, bucket.available())
+        flying = self._in_flight.setdefault(channel, set())
+        n = min(self.batch_size, bucket.available(), self.max_in_flight - len(flying))
         if n < 1:
             return 0
         claimed, touched = await self._claim(channel, n)
         bucket.take(len(claimed))
-        if claimed:
-            await asyncio.gather(*(self._deliver(sender, c) for c in claimed))
+        tasks = [asyncio.create_task(self._deliver(sender, c)) for c in claimed]
+        for task in tasks:
+            flying.add(task)
+            task.add_done_callback(flying.discard)
+        if wait and tasks:
+            await asyncio.gather(*tasks)
         return touched
 
     async def _claim(self, channel: str, limit: int) -> tuple[list[_Claimed], int]:
@@ -304,6 +331,7 @@ class Dispatcher:
                 claimer=claimer,
                 lease_until=now + self.lease,
             )
+            await self._prefetch(session, items)
             for item in items:
                 try:
                     claimed = await self._prepare(session, item, now, window)
@@ -318,6 +346,23 @@ class Dispatcher:
             if item.status == OutboxStatus.SKIPPED:
                 self._count(channel, "skipped")
         return out, len(items)
+
+    async def _prefetch(self, session: AsyncSession, items: list[OutboxItem]) -> None:
+        """Load the claimed rows' messages, clients and identities in three queries.
+
+        They land in the session's identity map, so ``_prepare``'s lookups cost no round trip:
+        a claim of 40 rows was 120 queries, the bulk of a busy dispatcher's time.
+        """
+        if not items:
+            return
+        message_ids = [i.message_id for i in items]
+        client_ids = list({i.client_id for i in items if i.client_id is not None})
+        await session.exec(select(Message).where(col(Message.id).in_(message_ids)))
+        if client_ids:
+            await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+            await session.exec(
+                select(ChannelIdentity).where(col(ChannelIdentity.client_id).in_(client_ids))
+            )
 
     async def _prepare(
         self, session: Any, item: OutboxItem, now: datetime, window: tuple[time, time] | None
@@ -432,11 +477,11 @@ class Dispatcher:
     # ------------------------------------------------------------------ outcomes
 
     async def _deliver(self, sender: ChannelSender, claimed: _Claimed) -> None:
+        outcome: SendResult | SendError | str
         try:
-            result = await sender.send(claimed.outbound)
+            outcome = await sender.send(claimed.outbound)
         except SendError as exc:
-            await self._guarded(self._record_failure(claimed, exc), claimed)
-            return
+            outcome = exc
         except Exception as exc:
             # We do not know whether it went out: review, never a blind resend.
             log.error(
@@ -445,13 +490,10 @@ class Dispatcher:
                 type(exc).__name__,
                 claimed.item_id,
             )
-            await self._guarded(self._record_review(claimed, type(exc).__name__), claimed)
-            return
-        await self._guarded(self._record_sent(claimed, result), claimed)
-
-    async def _guarded(self, work: Awaitable[None], claimed: _Claimed) -> None:
+            outcome = type(exc).__name__
         try:
-            await work
+            # Outcomes finishing together are recorded in one commit (storage.db.GroupCommit).
+            counted = await self._outcomes.submit((claimed, outcome))
         except Exception as exc:
             # The row stays `sending`; its lease will expire and it goes to review.
             log.error(
@@ -459,31 +501,62 @@ class Dispatcher:
                 claimed.item_id,
                 type(exc).__name__,
             )
+            return
+        if counted == "review":
+            self.review_count += 1
+        self._count(claimed.channel, counted)
 
-    async def _record_sent(self, claimed: _Claimed, result: SendResult) -> None:
-        now = self.services.clock()
-        for provider_id in (result.provider_id or None, None):
+    async def _load_sent(self, session: AsyncSession, batch: list[_Outcome]) -> None:
+        """Load a batch's outbox rows and messages in two queries (the identity map keeps them)."""
+        item_ids = [claimed.item_id for claimed, _ in batch]
+        message_ids = [claimed.message_id for claimed, _ in batch]
+        await session.exec(select(OutboxItem).where(col(OutboxItem.id).in_(item_ids)))
+        await session.exec(select(Message).where(col(Message.id).in_(message_ids)))
+
+    async def _record(self, session: AsyncSession, done: _Outcome) -> str:
+        """Record one send's outcome in ``session``; the outcome to count."""
+        claimed, outcome = done
+        if isinstance(outcome, SendResult):
+            await self._record_sent(session, claimed, outcome.provider_id or None)
+            return "sent"
+        if isinstance(outcome, SendError):
+            return await self._record_failure(session, claimed, outcome)
+        await self._record_review(session, claimed, outcome)
+        return "review"
+
+    async def _record_alone(self, done: _Outcome) -> str:
+        """Record one outcome in its own transaction (its batch failed)."""
+        claimed, outcome = done
+        if isinstance(outcome, SendResult) and outcome.provider_id:
             try:
                 async with transaction(self.services.sessions) as session:
-                    item = await session.get(OutboxItem, claimed.item_id)
-                    msg = await session.get(Message, claimed.message_id)
-                    assert item is not None and msg is not None
-                    item.status = OutboxStatus.SENT
-                    item.sent_at = now
-                    item.lease_until = None
-                    item.last_error = None
-                    msg.provider_id = provider_id
-                    msg.status = MessageStatus.SENT
-                    msg.error_code = None
-                    msg.updated_at = now
-                    session.add(item)
-                    session.add(msg)
-                break
+                    return await self._record(session, done)
             except IntegrityError:
                 # A provider reusing an id must not leave a sent message looking unsent.
                 log.warning("provider id of outbox row %s already known", claimed.item_id)
-                continue
-        self._count(claimed.channel, "sent")
+                async with transaction(self.services.sessions) as session:
+                    await self._record_sent(session, claimed, None)
+                return "sent"
+        async with transaction(self.services.sessions) as session:
+            return await self._record(session, done)
+
+    async def _record_sent(
+        self, session: AsyncSession, claimed: _Claimed, provider_id: str | None
+    ) -> None:
+        now = self.services.clock()
+        item = await session.get(OutboxItem, claimed.item_id)
+        msg = await session.get(Message, claimed.message_id)
+        assert item is not None and msg is not None
+        item.status = OutboxStatus.SENT
+        item.sent_at = now
+        item.lease_until = None
+        item.last_error = None
+        msg.provider_id = provider_id
+        msg.status = MessageStatus.SENT
+        msg.error_code = None
+        msg.updated_at = now
+        session.add(item)
+        session.add(msg)
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next try: exponential with jitter, at least Retry-After."""
@@ -491,54 +564,52 @@ class Dispatcher:
         delay: float = ceiling * self.rng.uniform(0.5, 1.0)
         return max(delay, retry_after or 0.0)
 
-    async def _record_failure(self, claimed: _Claimed, exc: SendError) -> None:
+    async def _record_failure(
+        self, session: AsyncSession, claimed: _Claimed, exc: SendError
+    ) -> str:
         now = self.services.clock()
         outcome = str(exc.kind)
-        async with transaction(self.services.sessions) as session:
-            item = await session.get(OutboxItem, claimed.item_id)
-            msg = await session.get(Message, claimed.message_id)
-            assert item is not None and msg is not None
-            item.lease_until = None
-            item.last_error = f"{exc.kind}: {exc.code}"[:200]
-            msg.error_code = str(exc.code)[:32]
-            msg.updated_at = now
-            if exc.kind == SendErrorKind.RETRY and item.attempts < self.max_attempts:
-                due = now + timedelta(seconds=self.backoff(item.attempts, exc.retry_after))
-                item.status = OutboxStatus.PENDING
-                item.due_at = due
-                item.claimed_by = None
-                msg.status = MessageStatus.QUEUED
-                await repo.delay_later_rows(session, item=item, until=due)
-            else:
-                if exc.kind == SendErrorKind.RETRY:
-                    outcome = "gave_up"
-                item.status = OutboxStatus.FAILED
-                msg.status = MessageStatus.FAILED
-                if exc.kind == SendErrorKind.STOPPED and claimed.identity_id is not None:
-                    ident = await session.get(ChannelIdentity, claimed.identity_id)
-                    if ident is not None:
-                        await repo.record_consent(
-                            session, identity=ident, kind="opt_out", source="provider_error", at=now
-                        )
-            session.add(item)
-            session.add(msg)
-        self._count(claimed.channel, outcome)
+        item = await session.get(OutboxItem, claimed.item_id)
+        msg = await session.get(Message, claimed.message_id)
+        assert item is not None and msg is not None
+        item.lease_until = None
+        item.last_error = f"{exc.kind}: {exc.code}"[:200]
+        msg.error_code = str(exc.code)[:32]
+        msg.updated_at = now
+        if exc.kind == SendErrorKind.RETRY and item.attempts < self.max_attempts:
+            due = now + timedelta(seconds=self.backoff(item.attempts, exc.retry_after))
+            item.status = OutboxStatus.PENDING
+            item.due_at = due
+            item.claimed_by = None
+            msg.status = MessageStatus.QUEUED
+            await repo.delay_later_rows(session, item=item, until=due)
+        else:
+            if exc.kind == SendErrorKind.RETRY:
+                outcome = "gave_up"
+            item.status = OutboxStatus.FAILED
+            msg.status = MessageStatus.FAILED
+            if exc.kind == SendErrorKind.STOPPED and claimed.identity_id is not None:
+                ident = await session.get(ChannelIdentity, claimed.identity_id)
+                if ident is not None:
+                    await repo.record_consent(
+                        session, identity=ident, kind="opt_out", source="provider_error", at=now
+                    )
+        session.add(item)
+        session.add(msg)
+        return outcome
 
-    async def _record_review(self, claimed: _Claimed, reason: str) -> None:
+    async def _record_review(self, session: AsyncSession, claimed: _Claimed, reason: str) -> None:
         now = self.services.clock()
-        async with transaction(self.services.sessions) as session:
-            item = await session.get(OutboxItem, claimed.item_id)
-            msg = await session.get(Message, claimed.message_id)
-            assert item is not None and msg is not None
-            item.status = OutboxStatus.REVIEW
-            item.lease_until = None
-            item.last_error = f"sender raised {reason}"[:200]
-            msg.status = MessageStatus.REVIEW
-            msg.updated_at = now
-            session.add(item)
-            session.add(msg)
-        self.review_count += 1
-        self._count(claimed.channel, "review")
+        item = await session.get(OutboxItem, claimed.item_id)
+        msg = await session.get(Message, claimed.message_id)
+        assert item is not None and msg is not None
+        item.status = OutboxStatus.REVIEW
+        item.lease_until = None
+        item.last_error = f"sender raised {reason}"[:200]
+        msg.status = MessageStatus.REVIEW
+        msg.updated_at = now
+        session.add(item)
+        session.add(msg)
 
     def _count(self, channel: str, outcome: str) -> None:
         if self.metrics is not None:
@@ -577,16 +648,27 @@ class Dispatcher:
 
     async def _channel_loop(self, channel: str, sender: ChannelSender) -> None:
         event = self._events.setdefault(channel, asyncio.Event())
+        bucket = self._bucket(channel)
+        # After a busy round, wait for a few sends' worth of rate (at most 50 ms) rather than
+        # claiming one row at a time: fewer, larger claims for the same rate.
+        gather_up = max(1, int(bucket.capacity / 2))
         while not self._stopping:
             event.clear()
             try:
-                n = await self._round(channel, sender)
+                n = await self._round(channel, sender, wait=False)
             except Exception as exc:
                 log.error("dispatch round on %s failed: %s", channel, type(exc).__name__)
                 n = 0
-            if n or self._stopping:
+            if self._stopping:
+                break
+            flying = self._in_flight.get(channel, set())
+            if len(flying) >= self.max_in_flight:
+                await asyncio.wait(list(flying), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            bucket = self._bucket(channel)
+            if n:
+                if bucket.available() < gather_up:
+                    await asyncio.sleep(bucket.wait_time(gather_up))
+                continue
             timeout = self.poll_interval
             if bucket.available() < 1:
                 timeout = min(timeout, max(0.001, bucket.wait_time()))

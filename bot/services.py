@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,7 +12,7 @@ from bot.clock import Clock, system_clock
 from bot.config import Settings
 from bot.keys import load_vault
 from storage.crypto import Vault
-from storage.db import create_engine, session_factory
+from storage.db import GroupCommit, create_engine, session_factory
 
 if TYPE_CHECKING:
     from bot.channels.base import ChannelSender
@@ -28,6 +28,8 @@ class Services:
     vault: Vault
     clock: Clock = system_clock
     senders: dict[str, ChannelSender] = field(default_factory=dict)
+    # Group commits shared by everyone storing the same kind of thing (see bot.handlers.inbound).
+    group_commits: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock = system_clock) -> Services:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from bot.channels.base import ChannelSender, OutboundMessage, SendResult
@@ -426,3 +427,62 @@ async def test_one_unreadable_row_does_not_block_the_others(env: Env) -> None:
     assert [m.to for m in env.fake.messages] == [_phone(2)]
     rows = await env.outbox()
     assert [r.status for r in rows] == [OutboxStatus.FAILED, OutboxStatus.SENT]
+
+
+class SameId(ChannelSender):
+    """A provider that hands out one id twice (it happens): both sends still count as sent."""
+
+    name = "sms"
+
+    def __init__(self) -> None:
+        self.sent: list[OutboundMessage] = []
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        self.sent.append(message)
+        return SendResult(provider_id="SM-reused")
+
+
+async def test_a_reused_provider_id_still_leaves_every_row_sent(env: Env) -> None:
+    inner = env.services.senders["sms"]
+    same = SameId()
+    env.services.senders["sms"] = same
+    try:
+        for i in range(4):
+            await env.queue(await env.client(_phone(i)), f"n{i}")
+        await env.dispatcher().drain()
+    finally:
+        env.services.senders["sms"] = inner
+    assert sorted(m.text.split("\n")[0] for m in same.sent) == ["n0", "n1", "n2", "n3"]
+    rows = await env.outbox()
+    assert [r.status for r in rows] == [OutboxStatus.SENT] * 4
+    ids = [(await env.message(r.message_id)).provider_id for r in rows]
+    assert sorted(ids, key=str) == sorted(["SM-reused", None, None, None], key=str)
+
+
+async def test_the_background_loop_sends_a_burst_once_each_recording_in_few_commits(
+    env: Env,
+) -> None:
+    commits = [0]
+
+    @event.listens_for(env.services.engine.sync_engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        commits[0] += 1
+
+    for i in range(60):
+        await env.queue(await env.client(_phone(i)), f"burst {i}")
+    env.fake.slow_seconds = 0.0
+    commits[0] = 0
+    d = Dispatcher(env.services, metrics=env.metrics, poll_interval=0.05)
+    await d.start()
+    try:
+        for _ in range(500):
+            rows = await env.outbox()
+            if all(r.status == OutboxStatus.SENT for r in rows):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await d.stop()
+    assert sorted(m.to for m in env.fake.messages) == sorted(_phone(i) for i in range(60))
+    assert all(r.status == OutboxStatus.SENT for r in await env.outbox())
+    # 60 outcomes recorded together, not one commit each (plus the claims).
+    assert commits[0] < 60, commits[0]

@@ -31,7 +31,7 @@ from bot.outgoing import queue_reply, render_text
 from bot.services import Services
 from bot.sms_text import MAX_BODY, split_text, units
 from storage import repo
-from storage.db import transaction
+from storage.db import GroupCommit, transaction
 from storage.models import Channel, ChannelIdentity, Client, Message, MessageStatus
 
 log = logging.getLogger(__name__)
@@ -53,64 +53,84 @@ class Stored:
 async def store(services: Services, inbound: InboundMessage) -> Stored:
     """Store an inbound message (or a STOP event) once, committed, before it is acknowledged.
 
-    The same provider id twice is recognised (the unique constraint decides under races).
+    Messages arriving together are committed together (storage.db.GroupCommit), ahead of
+    background writes: under a burst each webhook waits for about one commit. The same
+    provider id twice is recognised (the unique constraint decides under races).
     """
-    settings = services.settings
+    group: GroupCommit[InboundMessage, Stored] | None = services.group_commits.get("inbound")
+    if group is None:
+        group = services.group_commits["inbound"] = GroupCommit(
+            services.sessions,
+            lambda session, item: _store_in(session, services, item),
+            alone=lambda item: _store_alone(services, item),
+            first=True,
+        )
+    return await group.submit(inbound)
+
+
+async def _store_alone(services: Services, inbound: InboundMessage) -> Stored:
+    """Store one message in its own transaction, retrying a lost race on a unique key."""
     for _attempt in range(3):
         try:
-            async with transaction(services.sessions) as session:
-                existing = await repo.find_message(
-                    session, channel=inbound.channel, provider_id=inbound.provider_id
-                )
-                if existing is not None:
-                    assert existing.id is not None and existing.client_id is not None
-                    return Stored(existing.id, existing.client_id, duplicate=True)
-                client, ident, _created = await repo.get_or_create_client(
-                    session,
-                    vault=services.vault,
-                    channel=inbound.channel,
-                    address=inbound.address,
-                    language=settings.default_language,
-                    timezone=settings.default_timezone,
-                )
-                if client.wrapped_key is None:
-                    client = await repo.restart_erased_identity(
-                        session,
-                        vault=services.vault,
-                        identity=ident,
-                        address=inbound.address,
-                        language=settings.default_language,
-                        timezone=settings.default_timezone,
-                    )
-                now = services.clock()
-                media = [{"url": m.url, "content_type": m.content_type} for m in inbound.media]
-                msg = await repo.store_inbound(
-                    session,
-                    vault=services.vault,
-                    client=client,
-                    channel=inbound.channel,
-                    provider_id=inbound.provider_id,
-                    body=inbound.text,
-                    media=media or None,
-                )
-                # After the insert: the client row first, then the identity, as processing does.
-                ident.last_inbound_at = now
-                session.add(ident)
-                if inbound.kind == EventKind.STOPPED:
-                    # The provider already unsubscribed the number and told them so: an
-                    # event, not a message, and nothing more to say.
-                    await repo.record_consent(
-                        session, identity=ident, kind="opt_out", source="provider", at=now
-                    )
-                    msg.status = MessageStatus.PROCESSED
-                    msg.processed_at = now
-                    session.add(msg)
-                assert msg.id is not None and client.id is not None
-                return Stored(msg.id, client.id, duplicate=False)
+            async with transaction(services.sessions, first=True) as session:
+                return await _store_in(session, services, inbound)
         except IntegrityError:
             # A concurrent webhook stored this message or created this client first.
             continue
     raise RuntimeError("could not store an inbound message after three tries")
+
+
+async def _store_in(session: AsyncSession, services: Services, inbound: InboundMessage) -> Stored:
+    """Store one message inside the caller's transaction; a known provider id is a duplicate."""
+    settings = services.settings
+    existing = await repo.find_message(
+        session, channel=inbound.channel, provider_id=inbound.provider_id
+    )
+    if existing is not None:
+        assert existing.id is not None and existing.client_id is not None
+        return Stored(existing.id, existing.client_id, duplicate=True)
+    client, ident, _created = await repo.get_or_create_client(
+        session,
+        vault=services.vault,
+        channel=inbound.channel,
+        address=inbound.address,
+        language=settings.default_language,
+        timezone=settings.default_timezone,
+    )
+    if client.wrapped_key is None:
+        client = await repo.restart_erased_identity(
+            session,
+            vault=services.vault,
+            identity=ident,
+            address=inbound.address,
+            language=settings.default_language,
+            timezone=settings.default_timezone,
+        )
+    now = services.clock()
+    media = [{"url": m.url, "content_type": m.content_type} for m in inbound.media]
+    msg = await repo.store_inbound(
+        session,
+        vault=services.vault,
+        client=client,
+        channel=inbound.channel,
+        provider_id=inbound.provider_id,
+        body=inbound.text,
+        media=media or None,
+    )
+    # After the insert: the client row first, then the identity, as processing does.
+    ident.last_inbound_at = now
+    session.add(ident)
+    if inbound.kind == EventKind.STOPPED:
+        # The provider already unsubscribed the number and told them so: an
+        # event, not a message, and nothing more to say.
+        await repo.record_consent(
+            session, identity=ident, kind="opt_out", source="provider", at=now
+        )
+        msg.status = MessageStatus.PROCESSED
+        msg.processed_at = now
+        session.add(msg)
+    assert msg.id is not None and client.id is not None
+    return Stored(msg.id, client.id, duplicate=False)
 
 
 async def handle_staff(turn: Turn) -> bool:
