@@ -96,6 +96,27 @@ async def find_identity(
     return row
 
 
+async def find_identities(
+    session: AsyncSession, *, vault: Vault, addresses: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], ChannelIdentity]:
+    """The identities of many (channel, address) pairs in one query per channel, by blind index."""
+    found: dict[tuple[str, str], ChannelIdentity] = {}
+    by_channel: dict[str, dict[str, str]] = {}
+    for channel, address in addresses:
+        for h in vault.blind_indexes(address_index_kind(channel), address):
+            by_channel.setdefault(channel, {})[h] = address
+    for channel, hashes in by_channel.items():
+        rows = await session.exec(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel,
+                col(ChannelIdentity.address_hash).in_(list(hashes)),
+            )
+        )
+        for ident in rows.all():
+            found.setdefault((channel, hashes[ident.address_hash]), ident)
+    return found
+
+
 async def find_client_by_address(
     session: AsyncSession, *, vault: Vault, channel: str, address: str
 ) -> Client | None:
@@ -140,6 +161,28 @@ async def create_client(
     timezone: str = "America/New_York",
 ) -> Client:
     """A new client with a fresh data key and one channel identity."""
+    client, _ident = await _create_client(
+        session,
+        vault=vault,
+        channel=channel,
+        address=address,
+        name=name,
+        language=language,
+        timezone=timezone,
+    )
+    return client
+
+
+async def _create_client(
+    session: AsyncSession,
+    *,
+    vault: Vault,
+    channel: str,
+    address: str,
+    name: str | None,
+    language: str,
+    timezone: str,
+) -> tuple[Client, ChannelIdentity]:
     _dek, wrapped = vault.new_data_key()
     client = Client(wrapped_key=wrapped, language=language, timezone=timezone)
     key = client_key(vault, client)
@@ -148,8 +191,10 @@ async def create_client(
         client.name_hash = client_name_hash(vault, name)
     session.add(client)
     await session.flush()
-    await add_identity(session, vault=vault, client=client, channel=channel, address=address)
-    return client
+    ident = await add_identity(
+        session, vault=vault, client=client, channel=channel, address=address
+    )
+    return client, ident
 
 
 async def get_or_create_client(
@@ -167,12 +212,16 @@ async def get_or_create_client(
         client = await session.get(Client, ident.client_id)
         assert client is not None
         return client, ident, False
-    client = await create_client(
-        session, vault=vault, channel=channel, address=address, language=language, timezone=timezone
+    client, ident = await _create_client(
+        session,
+        vault=vault,
+        channel=channel,
+        address=address,
+        name=None,
+        language=language,
+        timezone=timezone,
     )
-    ident2 = await find_identity(session, vault=vault, channel=channel, address=address)
-    assert ident2 is not None
-    return client, ident2, True
+    return client, ident, True
 
 
 def set_client_name(vault: Vault, client: Client, name: str) -> None:
@@ -769,6 +818,24 @@ async def find_message(session: AsyncSession, *, channel: str, provider_id: str)
     return await session.scalar(
         select(Message).where(Message.channel == channel, Message.provider_id == provider_id)
     )
+
+
+async def find_messages(
+    session: AsyncSession, *, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Message]:
+    """``find_message`` for many (channel, provider id) pairs, in one query per channel."""
+    found: dict[tuple[str, str], Message] = {}
+    by_channel: dict[str, set[str]] = {}
+    for channel, provider_id in keys:
+        by_channel.setdefault(channel, set()).add(provider_id)
+    for channel, ids in by_channel.items():
+        rows = await session.exec(
+            select(Message).where(Message.channel == channel, col(Message.provider_id).in_(ids))
+        )
+        for msg in rows.all():
+            assert msg.provider_id is not None
+            found[(channel, msg.provider_id)] = msg
+    return found
 
 
 async def claim_inbound(session: AsyncSession, *, message_id: int, at: datetime) -> bool:

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.appkeys import DISPATCHER, METRICS, SERVICES
@@ -63,9 +64,34 @@ async def store(services: Services, inbound: InboundMessage) -> Stored:
             services.sessions,
             lambda session, item: _store_in(session, services, item),
             alone=lambda item: _store_alone(services, item),
+            prefetch=lambda session, batch: _prefetch(session, services, batch),
             first=True,
         )
     return await group.submit(inbound)
+
+
+_KNOWN = "inbound.known"  # session.info: what a batch's prefetch found, kept up to date
+
+
+@dataclass
+class _Known:
+    """A batch's messages and identities, looked up together: absent here is absent in the db."""
+
+    messages: dict[tuple[str, str], Message]
+    identities: dict[tuple[str, str], ChannelIdentity]
+
+
+async def _prefetch(session: AsyncSession, services: Services, batch: list[InboundMessage]) -> None:
+    """Look up a batch's provider ids, senders and their clients in three queries, not 3 each."""
+    messages = await repo.find_messages(session, keys=[(m.channel, m.provider_id) for m in batch])
+    identities = await repo.find_identities(
+        session, vault=services.vault, addresses=[(m.channel, m.address) for m in batch]
+    )
+    client_ids = list({i.client_id for i in identities.values()})
+    if client_ids:
+        # Into the identity map, where _store_in's session.get finds them.
+        await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+    session.info[_KNOWN] = _Known(messages, identities)
 
 
 async def _store_alone(services: Services, inbound: InboundMessage) -> Stored:
@@ -83,20 +109,32 @@ async def _store_alone(services: Services, inbound: InboundMessage) -> Stored:
 async def _store_in(session: AsyncSession, services: Services, inbound: InboundMessage) -> Stored:
     """Store one message inside the caller's transaction; a known provider id is a duplicate."""
     settings = services.settings
-    existing = await repo.find_message(
-        session, channel=inbound.channel, provider_id=inbound.provider_id
-    )
+    known: _Known | None = session.info.get(_KNOWN)
+    key = (inbound.channel, inbound.provider_id)
+    if known is not None:
+        existing = known.messages.get(key)
+    else:
+        existing = await repo.find_message(
+            session, channel=inbound.channel, provider_id=inbound.provider_id
+        )
     if existing is not None:
         assert existing.id is not None and existing.client_id is not None
         return Stored(existing.id, existing.client_id, duplicate=True)
-    client, ident, _created = await repo.get_or_create_client(
-        session,
-        vault=services.vault,
-        channel=inbound.channel,
-        address=inbound.address,
-        language=settings.default_language,
-        timezone=settings.default_timezone,
-    )
+    sender = (inbound.channel, inbound.address)
+    ident = known.identities.get(sender) if known is not None else None
+    if ident is not None:
+        found = await session.get(Client, ident.client_id)
+        assert found is not None
+        client = found
+    else:
+        client, ident, _created = await repo.get_or_create_client(
+            session,
+            vault=services.vault,
+            channel=inbound.channel,
+            address=inbound.address,
+            language=settings.default_language,
+            timezone=settings.default_timezone,
+        )
     if client.wrapped_key is None:
         client = await repo.restart_erased_identity(
             session,
@@ -129,6 +167,9 @@ async def _store_in(session: AsyncSession, services: Services, inbound: InboundM
         msg.status = MessageStatus.PROCESSED
         msg.processed_at = now
         session.add(msg)
+    if known is not None:  # later messages of this batch from the same sender or id
+        known.messages[key] = msg
+        known.identities[sender] = ident
     assert msg.id is not None and client.id is not None
     return Stored(msg.id, client.id, duplicate=False)
 
