@@ -102,3 +102,17 @@ async def test_a_stored_message_survives_its_webhook_hanging_up(services: Servic
     again = await store(services, _sms(1))
     assert again.duplicate
     assert len(await _inbound_rows(services)) == 1
+
+
+async def test_repeats_of_earlier_messages_in_a_later_burst_are_recognised(
+    services: Services,
+) -> None:
+    first = [await store(services, _sms(i)) for i in range(3)]
+    burst = [_sms(i) for i in range(3)] + [_sms(i) for i in range(3, 8)]
+    results = await asyncio.gather(*(store(services, m) for m in burst))
+    assert [r.duplicate for r in results] == [True] * 3 + [False] * 5
+    assert [r.message_id for r in results[:3]] == [r.message_id for r in first]
+    # A number seen before keeps its client (10 numbers: message 3 is from number 3, new).
+    later = await store(services, _sms(10))  # number 0 again
+    assert later.client_id == first[0].client_id and not later.duplicate
+    assert len(await _inbound_rows(services)) == 9
