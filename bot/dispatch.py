@@ -145,6 +145,10 @@ def _default_name() -> str:
 class Dispatcher:
     """Sends due outbox rows through ``services.senders``, obeying rates, quiet hours, opt-outs."""
 
+    # Sends in flight at once per channel: 200/s at Twilio's ~0.3 s answers is 60. It bounds
+    # what a crash can leave in doubt.
+    MAX_IN_FLIGHT = 100
+
     def __init__(
         self,
         services: Services,
@@ -158,7 +162,7 @@ class Dispatcher:
         max_attempts: int = 10,
         backoff_base: float = 2.0,
         backoff_cap: float = 900.0,
-        max_in_flight: int = 200,
+        max_in_flight: int | None = None,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = monotonic_time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -184,8 +188,9 @@ class Dispatcher:
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.review_count = 0
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight or self.MAX_IN_FLIGHT
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {}
+        self._claiming: dict[str, asyncio.Lock] = {}
         self._outcomes: GroupCommit[_Outcome, str] = GroupCommit(
             services.sessions, self._record, alone=self._record_alone, prefetch=self._load_sent
         )
@@ -212,6 +217,12 @@ class Dispatcher:
             n = await self.run_once()
             total += n
             if n:
+                continue
+            # Sends the background loop has in flight count too: wait for their outcomes,
+            # then look again (a retry may be due, or a client's next message).
+            flying = [t for tasks in self._in_flight.values() for t in tasks]
+            if flying:
+                await asyncio.gather(*flying, return_exceptions=True)
                 continue
             wait = await self._rate_wait()
             if wait is None:
@@ -302,15 +313,18 @@ class Dispatcher:
         """
         bucket = self._bucket(channel)
         flying = self._in_flight.setdefault(channel, set())
-        n = min(self.batch_size, bucket.available(), self.max_in_flight - len(flying))
-        if n < 1:
-            return 0
-        claimed, touched = await self._claim(channel, n)
-        bucket.take(len(claimed))
-        tasks = [asyncio.create_task(self._deliver(sender, c)) for c in claimed]
-        for task in tasks:
-            flying.add(task)
-            task.add_done_callback(flying.discard)
+        # One claim at a time per channel in this process, and its sends are in `flying`
+        # before the next looks: drain() never mistakes a claim in progress for an empty queue.
+        async with self._claiming.setdefault(channel, asyncio.Lock()):
+            n = min(self.batch_size, bucket.available(), self.max_in_flight - len(flying))
+            if n < 1:
+                return 0
+            claimed, touched = await self._claim(channel, n)
+            bucket.take(len(claimed))
+            tasks = [asyncio.create_task(self._deliver(sender, c)) for c in claimed]
+            for task in tasks:
+                flying.add(task)
+                task.add_done_callback(flying.discard)
         if wait and tasks:
             await asyncio.gather(*tasks)
         return touched
@@ -357,11 +371,12 @@ class Dispatcher:
             return
         message_ids = [i.message_id for i in items]
         client_ids = list({i.client_id for i in items if i.client_id is not None})
-        await session.exec(select(Message).where(col(Message.id).in_(message_ids)))
+        await repo.preload(session, select(Message).where(col(Message.id).in_(message_ids)))
         if client_ids:
-            await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
-            await session.exec(
-                select(ChannelIdentity).where(col(ChannelIdentity.client_id).in_(client_ids))
+            await repo.preload(session, select(Client).where(col(Client.id).in_(client_ids)))
+            await repo.preload(
+                session,
+                select(ChannelIdentity).where(col(ChannelIdentity.client_id).in_(client_ids)),
             )
 
     async def _prepare(
@@ -510,8 +525,8 @@ class Dispatcher:
         """Load a batch's outbox rows and messages in two queries (the identity map keeps them)."""
         item_ids = [claimed.item_id for claimed, _ in batch]
         message_ids = [claimed.message_id for claimed, _ in batch]
-        await session.exec(select(OutboxItem).where(col(OutboxItem.id).in_(item_ids)))
-        await session.exec(select(Message).where(col(Message.id).in_(message_ids)))
+        await repo.preload(session, select(OutboxItem).where(col(OutboxItem.id).in_(item_ids)))
+        await repo.preload(session, select(Message).where(col(Message.id).in_(message_ids)))
 
     async def _record(self, session: AsyncSession, done: _Outcome) -> str:
         """Record one send's outcome in ``session``; the outcome to count."""
@@ -620,12 +635,12 @@ class Dispatcher:
     async def _supervise(self) -> None:
         last_reconcile = -1e9
         while not self._stopping:
-            for channel, sender in list(self.services.senders.items()):
+            for channel in list(self.services.senders):
                 task = self._tasks.get(channel)
                 if task is None or task.done():
                     self._events.setdefault(channel, asyncio.Event())
                     self._tasks[channel] = asyncio.create_task(
-                        self._channel_loop(channel, sender), name=f"dispatch-{channel}"
+                        self._channel_loop(channel), name=f"dispatch-{channel}"
                     )
             if monotonic_time.monotonic() - last_reconcile >= self.reconcile_every:
                 last_reconcile = monotonic_time.monotonic()
@@ -646,7 +661,7 @@ class Dispatcher:
             )
         self.metrics.outbox_pending.set(n)
 
-    async def _channel_loop(self, channel: str, sender: ChannelSender) -> None:
+    async def _channel_loop(self, channel: str) -> None:
         event = self._events.setdefault(channel, asyncio.Event())
         bucket = self._bucket(channel)
         # After a busy round, wait for a few sends' worth of rate (at most 50 ms) rather than
@@ -654,6 +669,11 @@ class Dispatcher:
         gather_up = max(1, int(bucket.capacity / 2))
         while not self._stopping:
             event.clear()
+            # Looked up each round: a sender replaced while running (tests, a reconfigured
+            # channel) is the one used, and a removed channel's loop ends.
+            sender = self.services.senders.get(channel)
+            if sender is None:
+                return
             try:
                 n = await self._round(channel, sender, wait=False)
             except Exception as exc:

@@ -266,13 +266,17 @@ class OutboxItem(SQLModel, table=True):
     """One message waiting to go out. Written with the change that caused it; claimed once."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "priority", "due_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "priority", "due_at"),
+        # The claim asks of each candidate "has this client a row in flight or ahead?".
+        Index("ix_outbox_client_status", "client_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="message.id", unique=True)
     dedupe_key: str | None = Field(default=None, max_length=128, unique=True)
     channel: str = Field(max_length=16)
-    client_id: int | None = Field(default=None, foreign_key="client.id", index=True)
+    client_id: int | None = Field(default=None, foreign_key="client.id")
     staff_id: int | None = Field(default=None, foreign_key="staff.id")
     kind: str = Field(default="reply", max_length=16)  # reply|reminder|broadcast|staff|system
     priority: int = Field(default=Priority.REPLY)

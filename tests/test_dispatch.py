@@ -486,3 +486,36 @@ async def test_the_background_loop_sends_a_burst_once_each_recording_in_few_comm
     assert all(r.status == OutboxStatus.SENT for r in await env.outbox())
     # 60 outcomes recorded together, not one commit each (plus the claims).
     assert commits[0] < 60, commits[0]
+
+
+async def test_a_claim_finds_rows_behind_one_clients_long_queue(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ten messages of one client fill the head of the queue; another client's message waits
+    # behind them. The claim must not stop at the head just because the first ten are one
+    # client's (they go one at a time).
+    monkeypatch.setattr(repo, "CLAIM_WINDOW", 1)
+    busy = await env.client(_phone(1))
+    first = [await env.queue(busy, f"part {i}") for i in range(10)]
+    other = await env.queue(await env.client(_phone(2)), "your hearing moved")
+    now = env.clock()
+    async with env.services.sessions() as session, session.begin():
+        claimed = await repo.claim_outbox(
+            session,
+            channel="sms",
+            limit=2,
+            now=now,
+            claimer="t/1",
+            lease_until=now + timedelta(minutes=5),
+        )
+    assert [i.id for i in claimed] == [first[0], other]
+    async with env.services.sessions() as session, session.begin():
+        again = await repo.claim_outbox(
+            session,
+            channel="sms",
+            limit=2,
+            now=now,
+            claimer="t/2",
+            lease_until=now + timedelta(minutes=5),
+        )
+    assert again == []  # the busy client's next part waits for the one in flight

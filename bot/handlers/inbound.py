@@ -90,7 +90,7 @@ async def _prefetch(session: AsyncSession, services: Services, batch: list[Inbou
     client_ids = list({i.client_id for i in identities.values()})
     if client_ids:
         # Into the identity map, where _store_in's session.get finds them.
-        await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+        await repo.preload(session, select(Client).where(col(Client.id).in_(client_ids)))
     session.info[_KNOWN] = _Known(messages, identities)
 
 

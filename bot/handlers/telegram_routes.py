@@ -49,8 +49,11 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name,
 TELEGRAM = web.AppKey("telegram", TelegramChannel)
 REPORT_EVERY = 5.0  # seconds between checks of attorney replies' delivery status
 
-# Commands only staff have; from anyone else they are an attempt worth auditing.
-STAFF_ONLY = frozenset({"cases", "case", "reply", "find", "assign", "appt"})
+# Commands only staff have; from anyone else they are an attempt worth auditing. /status is
+# not one: from a client it is their own status request, audited as such (status.ask).
+STAFF_ONLY = frozenset({"cases", "case", "reply", "find", "assign", "appt", "broadcast"})
+# Prefixes of the data of buttons only staff are sent; pressed anywhere else they were forged.
+STAFF_BUTTONS = frozenset({"assign", "assignto", staff_handlers.BROADCAST_BUTTON})
 
 
 # --------------------------------------------------------------------------- webhook
@@ -144,22 +147,57 @@ async def _client_update(app: web.Application, inbound: InboundMessage) -> None:
         metrics.inbound_duplicates.labels(channel=Channel.TELEGRAM).inc()
         return
     metrics.inbound.labels(channel=Channel.TELEGRAM).inc()
-    if command in STAFF_ONLY:
-        async with transaction(services.sessions) as session:
-            await repo.audit(
-                session,
-                actor_kind="client",
-                action="staff.command",
-                client_id=stored.client_id,
-                allowed=False,
-                detail=f"/{command} from a non-staff Telegram account",
-            )
+    await _audit_staff_attempt(services, inbound, command, stored.client_id)
     if known is None and inbound.kind == EventKind.MESSAGE:
         await _offer_link(services, stored.client_id)
         _poke(app)
     processor = app.get(PROCESSOR)
     if processor is not None:
         processor.submit(stored.client_id)
+
+
+async def _audit_staff_attempt(
+    services: Services, inbound: InboundMessage, command: str | None, client_id: int
+) -> None:
+    """Audits what only staff may do, tried from an account that is not (or no longer) staff.
+
+    The message still goes on to the client router, which answers it as any client's text:
+    it knows no staff button and never looks at what a message replies to, so nothing is
+    acted on and nothing reaches the client of a card. The row names this account's client
+    (never the card's client) and holds no text of the message.
+    """
+    if command in STAFF_ONLY:
+        detail = f"/{command} from a non-staff Telegram account"
+        await _refused(services, "staff.command", client_id, detail)
+    elif inbound.choice and inbound.choice.split(":", 1)[0] in STAFF_BUTTONS:
+        # The case in forged data is not vouched for, so it is not recorded.
+        detail = "staff button from a non-staff account"
+        await _refused(services, "staff.command", client_id, detail)
+    elif inbound.extra.get("reply_to"):
+        async with services.sessions() as session:
+            card = await repo.find_message(
+                session, channel=Channel.TELEGRAM, provider_id=str(inbound.extra["reply_to"])
+            )
+        # A reply can only quote a message of the same private chat, so a message sent to a
+        # staff member here was sent to this very account while it was staff.
+        if card is not None and card.staff_id is not None:
+            detail = "reply to a card from an account not staff"
+            await _refused(services, "relay.reply", client_id, detail, case_id=card.case_id)
+
+
+async def _refused(
+    services: Services, action: str, client_id: int, detail: str, *, case_id: int | None = None
+) -> None:
+    async with transaction(services.sessions) as session:
+        await repo.audit(
+            session,
+            actor_kind="client",
+            action=action,
+            case_id=case_id,
+            client_id=client_id,
+            allowed=False,
+            detail=detail,
+        )
 
 
 async def _stranger_in_group(

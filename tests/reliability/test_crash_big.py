@@ -37,13 +37,15 @@ TEXTS = {lang: f"Office closed Monday ({lang})." for lang in LANGS}
 
 
 async def test_kill_9_mid_1000_inbound_texts(database_url: str, tmp_path: Path) -> None:
-    acked, in_flight = await kill_mid_stream(
+    acked, in_flight, in_doubt = await kill_mid_stream(
         database_url, tmp_path, texts=1000, hang_after=60, kill_after_acks=450
     )
-    # kill_mid_stream asserted: every acknowledged text has its reply exactly once.
+    # kill_mid_stream asserted: every acknowledged text has its reply exactly once, except
+    # replies the killed dispatcher had claimed and not yet handed to Twilio (in doubt).
     say(
-        f"crash: 1000 texts sent, {acked} acknowledged before kill -9, {acked} answered, "
-        f"0 duplicates ({in_flight} replies were at Twilio when it died)"
+        f"crash: 1000 texts sent, {acked} acknowledged before kill -9, {acked} processed, "
+        f"{acked - in_doubt} or more answered, 0 duplicates ({in_flight} replies were at Twilio "
+        f"when it died; {in_doubt} claimed but not at Twilio, left in doubt for review)"
     )
 
 

@@ -28,14 +28,17 @@ async def test_faults_on_both_providers_deliver_every_message_once(
     tg: Harness, clock: FakeClock
 ) -> None:
     rng = random.Random(8)
-    # A client-side timeout for real: the fake stalls 0.5 s, the sender gives up after 0.1 s.
-    sender = TwilioSender.from_settings(tg.services.settings, timeout=0.1)
-    assert sender is not None
-    await tg.services.senders[Channel.SMS].close()
-    tg.services.senders[Channel.SMS] = sender
+    # A client-side timeout for real: the fake stalls 1.5 s, the sender gives up after 0.5 s
+    # (an ordinary answer that took longer would be sent twice: Twilio has no idempotency key).
+    # The app's dispatcher already holds this sender: a replacement would not reach it, and
+    # the one closed here would open a new HTTP session on its next send, never closed.
+    sender = tg.services.senders[Channel.SMS]
+    assert isinstance(sender, TwilioSender)
+    sender.timeout = 0.5
+    await sender.close()  # its HTTP client is rebuilt on the next send, with this timeout
     tg.twilio.fail_randomly(0.3, kinds=("429", "500", "timeout"))
     tg.twilio.retry_after = "3"
-    tg.twilio.slow_seconds = 0.5
+    tg.twilio.slow_seconds = 1.5
     phones = [f"+1555088{i:04d}" for i in range(PER_CHANNEL)]
     users = [User(880_000 + i) for i in range(PER_CHANNEL)]
     clients: list[Client] = [await tg.add_sms_client(p) for p in phones]
