@@ -12,6 +12,8 @@ help:
 	@echo "make serve   - set up, migrate and run probono serve on 127.0.0.1:8080 (SQLite in ./var)"
 	@echo "make test    - set up and run the tests on SQLite (and PostgreSQL if TEST_DATABASE_URL is set)"
 	@echo "make lint    - ruff and mypy"
+	@echo "make reliability - crash, faults, forgery, fuzz, access, secrets at rest (~6 min)"
+	@echo "make bench   - benchmarks against the limits into bench/RESULTS.md (~15 min)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
