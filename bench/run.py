@@ -636,6 +636,10 @@ async def main(argv: list[str] | None = None) -> int:
     )
     body = report(figs, command, time.perf_counter() - started)
     if full_run:
+        # What the figures mean (written by hand, from profiles) follows them in RESULTS.md.
+        analysis = REPO / "bench" / "ANALYSIS.md"
+        if analysis.exists():
+            body += "\n" + analysis.read_text()
         out = REPO / "bench" / "RESULTS.md"
         out.write_text(body + "\n")
     else:
