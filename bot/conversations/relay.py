@@ -21,6 +21,7 @@ from bot.conversations.base import Reply
 from bot.i18n import gettext
 from bot.outgoing import queue_reply
 from storage import repo
+from storage.db import transaction
 from storage.models import (
     Case,
     Channel,
@@ -315,7 +316,7 @@ async def report_deliveries(services: Services) -> int:
     for item_id, state in todo:
         assert item_id is not None
         try:
-            async with services.sessions() as session, session.begin():
+            async with transaction(services.sessions) as session:
                 if await _report_one(session, services, item_id, state):
                     reported += 1
         except IntegrityError:
