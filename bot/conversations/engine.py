@@ -16,7 +16,8 @@ import re
 import string
 import tomllib
 import unicodedata
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import date, timedelta
@@ -444,15 +445,22 @@ def load_dialogue(path: Path, *, actions: Collection[str]) -> Dialogue:
 # --------------------------------------------------------------------------- reading answers
 
 
-def phrases(msgid: str, langs: Iterable[str]) -> set[str]:
+def phrases(msgid: str, langs: Iterable[str]) -> frozenset[str]:
     """The normalised variants of a "|"-separated word list in every one of ``langs``."""
+    return _phrases(msgid, tuple(langs))
+
+
+@cache
+def _phrases(msgid: str, langs: tuple[str, ...]) -> frozenset[str]:
+    # Cached like the catalogs they come from: answers are read against these lists several
+    # times a turn, and normalising them again each time was 7% of an intake turn.
     out: set[str] = set()
     for lang in langs:
         for part in gettext(lang, msgid).split("|"):
             word = normalise(part)
             if word:
                 out.add(word)
-    return out
+    return frozenset(out)
 
 
 def fold(text: str) -> str:
@@ -633,7 +641,7 @@ def parse_yesno(text: str, choice: str | None, langs: Iterable[str]) -> bool:
 def parse_choice(
     text: str,
     choice: str | None,
-    options: list[tuple[str, str, set[str]]],
+    options: Sequence[tuple[str, str, AbstractSet[str]]],
 ) -> str:
     """The value of the option picked by button, number, label or one of its words.
 
@@ -906,7 +914,7 @@ class Engine:
     def _t(self, turn: Turn, progress: Progress, msgid: str, lang: str | None = None) -> str:
         return render(gettext(lang or turn.lang, msgid), self.params(turn, progress))
 
-    def _options(self, turn: Turn, spec: StateSpec) -> list[tuple[str, str, set[str]]]:
+    def _options(self, turn: Turn, spec: StateSpec) -> list[tuple[str, str, frozenset[str]]]:
         """(value, label in the client's language, words that pick it) for each option."""
         langs = self.languages(turn)
         if spec.type == "yesno":
@@ -926,13 +934,13 @@ class Engine:
                 words = {normalise(code), normalise(LANGUAGES[code])}
                 with contextlib.suppress(UnknownLocaleError, ValueError):
                     words.add(normalise(Locale.parse(code).get_display_name("en") or ""))
-                out.append((code, LANGUAGES[code], {w for w in words if w}))
+                out.append((code, LANGUAGES[code], frozenset(w for w in words if w)))
             return out
         return [
             (
                 c.value,
                 gettext(turn.lang, c.label),
-                phrases(c.keywords, langs) if c.keywords else set(),
+                phrases(c.keywords, langs) if c.keywords else frozenset(),
             )
             for c in spec.choices
         ]
