@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: serve test lint typecheck migrate translations bench reliability clean help
+.PHONY: serve test test-shifted lint typecheck migrate translations bench reliability clean help
 
 help:
 	@echo "make serve   - set up, migrate and run probono serve on 127.0.0.1:8080 (SQLite in ./var)"
 	@echo "make test    - set up and run the tests on SQLite (and PostgreSQL if TEST_DATABASE_URL is set)"
+	@echo "make test-shifted - the SQLite suite again under a clock 400 days ahead (needs faketime)"
 	@echo "make lint    - ruff and mypy"
 	@echo "make reliability - crash, faults, forgery, fuzz, access, secrets at rest (~6 min)"
 	@echo "make bench   - benchmarks against the limits into bench/RESULTS.md (~15 min)"
@@ -39,6 +40,16 @@ test: $(TEST_STAMP)
 		echo "== again on PostgreSQL ($$TEST_DATABASE_URL) =="; \
 		PROBONO_TEST_BACKEND=postgresql $(BIN)/python -m pytest -q $(PYTEST_ARGS); \
 	fi
+
+# The SQLite suite again with the process clock 400 days ahead (libfaketime): a test that
+# typed the date it was written, or reads the real clock where it should take the injected
+# one, fails here on any day instead of on one day next year.
+SHIFT ?= +400d
+test-shifted: $(TEST_STAMP)
+	@command -v faketime >/dev/null || { echo "make test-shifted needs faketime (apt-get install faketime)"; exit 2; }
+	@echo "== SQLite again under a clock shifted $(SHIFT) =="
+	faketime -f '$(SHIFT)' $(BIN)/python -c 'import datetime; print("clock now:", datetime.datetime.now(datetime.UTC).isoformat())'
+	PROBONO_TEST_BACKEND=sqlite faketime -f '$(SHIFT)' $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Benchmarks against the limits (issue 8): writes bench/RESULTS.md, ends with one `bench:` line.
 bench: $(TEST_STAMP)
