@@ -11,25 +11,22 @@ from typing import Any
 import pytest
 
 from bot.conversations import eligibility as elig
-from bot.conversations.engine import (
+from bot.conversations.answers import (
     HINT_DATE,
     HINT_MONEY,
     HINT_NUMBER_RANGE,
-    DialogueError,
     Reask,
-    StateSpec,
-    format_money,
-    load_dialogue,
     parse_choice,
     parse_count,
     parse_date,
-    parse_dialogue,
     parse_money,
     parse_phone,
     parse_text,
     parse_yesno,
     parse_zip,
 )
+from bot.conversations.dialogue_file import DialogueError, StateSpec, load_dialogue, parse_dialogue
+from bot.conversations.engine import format_money
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE, spoken_reference, urgency_reasons
 
 LANGS = ["en", "es"]
