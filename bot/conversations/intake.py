@@ -201,7 +201,7 @@ async def save_pin(step: Step) -> str | None:
 
 async def check_service_area(step: Step) -> str | None:
     """Sends a client outside the service area to a polite referral (no case)."""
-    area = step.turn.services.settings.service_area()
+    area = step.turn.services.settings.service_area_zips
     if area and str(step.value) not in area:
         return "outside"
     return None
