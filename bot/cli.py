@@ -61,7 +61,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def _invalid(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"setting {where}: {first.get('msg')}" if where else str(first.get("msg"))
+    # A validator's own words, without pydantic's "Value error, " in front of them.
+    error = first.get("ctx", {}).get("error")
+    msg = str(error) if isinstance(error, ValueError) else first.get("msg")
+    return f"setting {where}: {msg}" if where else str(msg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,14 +8,22 @@ import os
 import re
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.i18n import LANGUAGES
 
 log = logging.getLogger(__name__)
 
 _OFFSET_RE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_ZIP_RE = re.compile(r"^([0-9]{5})(?:-?[0-9]{4})?$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
+
+# Quiet hours as (start, end) local times; the window may cross midnight (21:00-08:00).
+QuietWindow = tuple[time, time]
 
 
 class ConfigError(Exception):
@@ -48,13 +56,25 @@ class Settings(BaseSettings):
     telegram_staff_chat_id: int | None = Field(None, alias="TELEGRAM_STAFF_CHAT_ID")
     default_language: str = Field("en", alias="DEFAULT_LANGUAGE")
     default_timezone: str = Field("America/New_York", alias="DEFAULT_TIMEZONE")
-    quiet_hours: str = Field("21:00-08:00", alias="QUIET_HOURS")
-    reminder_offsets: str = Field("7d,1d,2h", alias="REMINDER_OFFSETS")
+    # The next three are written as text ("21:00-08:00", "7d,1d,2h", "10001,10002") and read
+    # once, when the settings are built: a bad value stops the process at start-up, naming
+    # the setting, and everything else reads the parsed value.
+    # Quiet hours, or None when turned off (QUIET_HOURS empty).
+    quiet_hours: Annotated[QuietWindow | None, NoDecode] = Field(
+        (time(21, 0), time(8, 0)), alias="QUIET_HOURS"
+    )
+    # Seconds before an appointment a reminder goes, largest first, no repeats.
+    reminder_offsets: Annotated[tuple[int, ...], NoDecode] = Field(
+        (7 * 86400, 86400, 2 * 3600), alias="REMINDER_OFFSETS"
+    )
     sms_send_rate: float = Field(1.0, alias="SMS_SEND_RATE", gt=0)
     telegram_send_rate: float = Field(30.0, alias="TELEGRAM_SEND_RATE", gt=0)
     # Estimated price of one SMS segment in USD (Twilio US long code), for broadcast dry runs.
     sms_segment_cost: float = Field(0.0079, alias="SMS_SEGMENT_COST", ge=0)
-    service_area_zips: str = Field("", alias="SERVICE_AREA_ZIPS")
+    # ZIP codes (5 digits) the program serves; empty means everywhere.
+    service_area_zips: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), alias="SERVICE_AREA_ZIPS"
+    )
     intake_file: Path | None = Field(None, alias="INTAKE_FILE")
     checkin_after_days: int = Field(30, alias="CHECKIN_AFTER_DAYS", ge=1)
     # Case status over chat needs the client's PIN ("STATUS 1234") when on.
@@ -73,13 +93,33 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _known_tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
+
+    @field_validator("default_language")
+    @classmethod
+    def _known_language(cls, v: str) -> str:
+        if v not in LANGUAGES:
+            raise ValueError(f"unknown language {v!r} (one of {', '.join(LANGUAGES)})")
+        return v
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _read_quiet_hours(cls, v: Any) -> Any:
+        return _quiet_window(v) if isinstance(v, str) else v
+
+    @field_validator("reminder_offsets", mode="before")
+    @classmethod
+    def _read_offsets(cls, v: Any) -> Any:
+        return _offsets(v) if isinstance(v, str) else v
+
+    @field_validator("service_area_zips", mode="before")
+    @classmethod
+    def _read_zips(cls, v: Any) -> Any:
+        return _zips(v) if isinstance(v, str) else v
 
     @property
     def sms_enabled(self) -> bool:
@@ -94,34 +134,6 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.probono_env == "production"
-
-    def quiet_window(self) -> tuple[time, time] | None:
-        """QUIET_HOURS as (start, end) local times, or None when turned off."""
-        raw = self.quiet_hours.strip()
-        if not raw:
-            return None
-        try:
-            start_s, end_s = raw.split("-")
-            return time.fromisoformat(start_s.strip()), time.fromisoformat(end_s.strip())
-        except ValueError as exc:
-            raise ConfigError(f"QUIET_HOURS must look like 21:00-08:00, not {raw!r}") from exc
-
-    def reminder_offset_list(self) -> list[int]:
-        """REMINDER_OFFSETS in seconds, largest first."""
-        out = []
-        for part in self.reminder_offsets.split(","):
-            if not part.strip():
-                continue
-            m = _OFFSET_RE.match(part)
-            if not m:
-                raise ConfigError(f"REMINDER_OFFSETS: {part.strip()!r} is not like 7d, 1d or 2h")
-            n, unit = int(m.group(1)), m.group(2)
-            out.append(n * {"d": 86400, "h": 3600, "m": 60}[unit])
-        return sorted(set(out), reverse=True)
-
-    def service_area(self) -> frozenset[str]:
-        """ZIP codes (5 digits) the program serves; empty means everywhere."""
-        return frozenset(z.strip()[:5] for z in self.service_area_zips.split(",") if z.strip())
 
     def check_production(self) -> None:
         """Refuse to run in production without real keys and secrets."""
@@ -147,6 +159,44 @@ class Settings(BaseSettings):
 
     def key_file(self) -> Path:
         return self.probono_data_dir / "encryption.key"
+
+
+def _quiet_window(raw: str) -> QuietWindow | None:
+    """QUIET_HOURS ("21:00-08:00") as (start, end) local times; empty turns them off."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        start_s, end_s = raw.split("-")
+        return time.fromisoformat(start_s.strip()), time.fromisoformat(end_s.strip())
+    except ValueError as exc:
+        raise ValueError(f"must look like 21:00-08:00, not {raw!r}") from exc
+
+
+def _offsets(raw: str) -> tuple[int, ...]:
+    """REMINDER_OFFSETS ("7d,1d,2h") in seconds, largest first."""
+    out = set()
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        m = _OFFSET_RE.match(part)
+        if not m:
+            raise ValueError(f"{part.strip()!r} is not like 7d, 1d or 2h")
+        out.add(int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    return tuple(sorted(out, reverse=True))
+
+
+def _zips(raw: str) -> frozenset[str]:
+    """SERVICE_AREA_ZIPS ("10001, 10002-1234") as 5-digit ZIP codes."""
+    out = set()
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        m = _ZIP_RE.match(part.strip())
+        if not m:
+            raise ValueError(f"{part.strip()!r} is not a 5-digit ZIP code")
+        out.add(m.group(1))
+    return frozenset(out)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -333,7 +333,7 @@ class Dispatcher:
         """Claim due rows and decide each: send now, skip, or hold for quiet hours."""
         services = self.services
         now = services.clock()
-        window = services.settings.quiet_window()
+        window = services.settings.quiet_hours
         claimer = f"{self.name}/{next(self._claims)}"
         out: list[_Claimed] = []
         async with transaction(services.sessions) as session:

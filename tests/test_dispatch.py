@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +312,9 @@ async def test_erased_clients_are_skipped(env: Env) -> None:
 
 
 async def test_quiet_hours_hold_non_urgent_rows(env: Env) -> None:
-    env.services.settings = env.services.settings.model_copy(update={"quiet_hours": "21:00-08:00"})
+    env.services.settings = env.services.settings.model_copy(
+        update={"quiet_hours": (time(21), time(8))}
+    )
     env.clock.set(datetime(2026, 3, 2, 7, 0, tzinfo=UTC))  # 02:00 in New York
     client = await env.client(_phone(1))
     await env.queue(client, "reminder", kind="reminder", priority=Priority.REMINDER, urgent=False)
@@ -419,7 +421,9 @@ async def test_background_loop_wakes_when_poked(env: Env) -> None:
 
 
 async def test_one_unreadable_row_does_not_block_the_others(env: Env) -> None:
-    env.services.settings = env.services.settings.model_copy(update={"quiet_hours": "21:00-08:00"})
+    env.services.settings = env.services.settings.model_copy(
+        update={"quiet_hours": (time(21), time(8))}
+    )
     broken = await env.client(_phone(1), timezone="Nowhere/Atlantis")
     await env.queue(broken, "held?", kind="reminder", priority=Priority.REMINDER, urgent=False)
     await env.queue(await env.client(_phone(2)), "fine")

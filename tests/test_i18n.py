@@ -21,8 +21,8 @@ from sqlmodel import col, select
 from bot import sms_text
 from bot.clock import FakeClock
 from bot.conversations import appointments, keywords, status
+from bot.conversations.answers import NO_WORDS, NUMBER_WORDS, YES_WORDS, phrases
 from bot.conversations.client import AGENT_WORDS, BACK_WORDS, MENU_WORDS, RESTART_WORDS
-from bot.conversations.engine import NO_WORDS, NUMBER_WORDS, YES_WORDS, phrases
 from bot.i18n import LANGUAGES, LOCALES_DIR, available_languages, format_datetime, gettext
 from bot.services import Services
 from storage import repo

@@ -193,7 +193,7 @@ async def plan_reminders(
         )
     }
     planned = []
-    for offset in services.settings.reminder_offset_list():
+    for offset in services.settings.reminder_offsets:
         key = reminder_key(appt.id, offset)
         due = appt.starts_at - timedelta(seconds=offset)
         row = existing.pop(key, None) or ScheduledItem(

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from bot.channels.base import Choice
 from bot.conversations import intake, relay, reminders, status
+from bot.conversations.answers import Reask, parse_choice, phrases
 from bot.conversations.base import Reply, Turn
-from bot.conversations.engine import Engine, Progress, Reask, parse_choice, phrases
+from bot.conversations.engine import Engine, Progress
 from bot.conversations.keywords import normalise
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import alert_coordinators

@@ -18,16 +18,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.conversations.base import Reply, Turn
+from bot.conversations.dialogue_file import Dialogue, DialogueError, load_dialogue
 from bot.conversations.eligibility import assess, load_guidelines, region_for_zip
-from bot.conversations.engine import (
-    Action,
-    Dialogue,
-    DialogueError,
-    Engine,
-    Progress,
-    Step,
-    load_dialogue,
-)
+from bot.conversations.engine import Action, Engine, Progress, Step
 from bot.i18n import N_, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo
@@ -208,7 +201,7 @@ async def save_pin(step: Step) -> str | None:
 
 async def check_service_area(step: Step) -> str | None:
     """Sends a client outside the service area to a polite referral (no case)."""
-    area = step.turn.services.settings.service_area()
+    area = step.turn.services.settings.service_area_zips
     if area and str(step.value) not in area:
         return "outside"
     return None

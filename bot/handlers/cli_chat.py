@@ -80,7 +80,7 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"unknown language {args.language!r}; one of {', '.join(LANGUAGES)}")
     await ensure_migrated(settings)
     # Someone is waiting at the keyboard: quiet hours would only hide the answers.
-    services = Services.build(settings.model_copy(update={"quiet_hours": ""}))
+    services = Services.build(settings.model_copy(update={"quiet_hours": None}))
     # Only the console: this process never texts or messages anyone.
     services.senders = {Channel.CONSOLE: ConsoleSender(out=sys.stdout)}
     dispatcher = Dispatcher(services)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_file
 
-from bot.conversations.engine import load_dialogue, render
+from bot.conversations.dialogue_file import load_dialogue
+from bot.conversations.engine import render
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE
 from bot.conversations.status import DEFAULT_STATUSES
 from bot.i18n import (
@@ -26,7 +27,8 @@ from bot.i18n import (
 
 ROOT = Path(__file__).resolve().parents[2]
 OWN_CODE = [
-    ROOT / "bot" / "conversations" / name for name in ("engine.py", "client.py", "intake.py")
+    ROOT / "bot" / "conversations" / name
+    for name in ("engine.py", "answers.py", "client.py", "intake.py")
 ]
 KEYWORDS = {"N_": None, "gettext": (2,)}
 PLACEHOLDER = re.compile(r"\{(\w*)\}")

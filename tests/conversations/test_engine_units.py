@@ -11,25 +11,22 @@ from typing import Any
 import pytest
 
 from bot.conversations import eligibility as elig
-from bot.conversations.engine import (
+from bot.conversations.answers import (
     HINT_DATE,
     HINT_MONEY,
     HINT_NUMBER_RANGE,
-    DialogueError,
     Reask,
-    StateSpec,
-    format_money,
-    load_dialogue,
     parse_choice,
     parse_count,
     parse_date,
-    parse_dialogue,
     parse_money,
     parse_phone,
     parse_text,
     parse_yesno,
     parse_zip,
 )
+from bot.conversations.dialogue_file import DialogueError, StateSpec, load_dialogue, parse_dialogue
+from bot.conversations.engine import format_money
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE, spoken_reference, urgency_reasons
 
 LANGS = ["en", "es"]
@@ -334,6 +331,26 @@ _DELETE = object()
         (["states", "orphan"], {"type": "end", "prompt": "Hi"}, "state 'orphan' can never be"),
         (["states", "danger", "next"], _DELETE, "state 'danger': needs next"),
         (["states", "not_table"], "oops", "state 'not_table': must be a table"),
+        (["states", "name", "max_length"], "50", "state 'name': max_length must be a whole number"),
+        (["states", "name", "letters"], 1, "state 'name': letters must be true or false"),
+        (["states", "name", "prompt"], ["Name?", " "], "state 'name': prompt must be a text"),
+        (["states", "name", "min_days"], 3, "state 'name': unknown key 'min_days' for a text"),
+        (["states", "create", "action"], _DELETE, "state 'create': an action state needs an"),
+        (["states", "category", "choices_from"], "zips", "state 'category': choices_from must"),
+        (
+            ["states", "category", "choices"],
+            [{"value": "a", "label": "A", "kw": "x"}],
+            "state 'category': choices[0]: unknown key 'kw'",
+        ),
+        (
+            ["states", "category", "choices"],
+            [{"value": "A b", "label": "A"}],
+            "state 'category': choices[0]: value must be a lower-case name",
+        ),
+        (["states", "Bad"], {"type": "end", "prompt": "x"}, "state name 'Bad' must be lower-case"),
+        (["dialogue", "author"], "me", "[dialogue]: unknown key 'author'"),
+        (["params", "on"], True, "[params] values must be texts or numbers"),
+        (["extra"], {}, "unknown table [extra]"),
     ],
 )
 def test_dialogue_errors_are_one_line_and_name_the_state(

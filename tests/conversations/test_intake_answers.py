@@ -282,7 +282,7 @@ def test_readers_never_raise_anything_but_a_re_ask(text: str) -> None:
     from datetime import date
     from decimal import Decimal
 
-    from bot.conversations.engine import (
+    from bot.conversations.answers import (
         Reask,
         parse_count,
         parse_date,
