@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_file
 
+from bot.casework.status import DEFAULT_STATUSES
 from bot.conversations.engine import load_dialogue, render
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE
-from bot.conversations.status import DEFAULT_STATUSES
 from bot.i18n import (
     LOCALES_DIR,
     _catalog,

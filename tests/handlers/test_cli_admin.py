@@ -458,7 +458,7 @@ async def test_case_status_is_recorded_in_the_history(
 async def test_case_status_tells_the_client_in_the_same_transaction(
     cli: CLI, services: Services, client_with_case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.conversations import status
+    from bot.casework import status
 
     seen: list[tuple[str, bool]] = []
 
