@@ -173,3 +173,8 @@ async def client_texts(services: Services, *, kind: str | None = None) -> list[s
         for s in await sent(services, kind=kind)
         if s.staff_id is None and s.chat_id is None and s.kind not in ("staff", "alert")
     ]
+
+
+# A status one character over the limit, and the words every entry point refuses it with.
+LONG_STATUS = "x" * 65
+LONG_STATUS_REFUSAL = "status is longer than 64 characters"
