@@ -360,7 +360,7 @@ async def _report_one(session: AsyncSession, services: Services, item_id: int, s
     return True
 
 
-# --------------------------------------------------------------------------- assignment
+# --------------------------------------------------------------------------- a case's thread
 
 
 async def recent_thread_text(

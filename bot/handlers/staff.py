@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework import appointments
 from bot.casework.assign import assign_case
-from bot.casework.base import NOT_YOURS, Actor, CaseworkError, authorize
+from bot.casework.base import COORDINATORS_ONLY, NOT_YOURS, Actor, CaseworkError, authorize
 from bot.casework.status import change_status
 from bot.channels.base import Choice, InboundMessage
 from bot.conversations import broadcast_wizard as wizard
@@ -75,7 +75,6 @@ NOT_SENT_HINT = (
 )
 PRIVATE_ONLY = "Use this in your private chat with me: client messages never go to a group."
 NO_CASE = "No case {ref}."
-COORDINATORS_ONLY = "That command is for coordinators."
 
 
 @dataclass
@@ -456,13 +455,14 @@ async def cmd_status(ctx: StaffContext, args: str) -> None:
         await ctx.say("Usage: /status REF new status")
         return
     case = await repo.get_case(ctx.session, reference=ref)
-    if case is None and ctx.is_coordinator:
-        await ctx.say(NO_CASE.format(ref=ref))
-        return
     actor = Actor.member(ctx.staff)
     try:
-        # An attorney's refusal reads the same whether or not the case exists.
-        case = await authorize(ctx.session, actor, case, action="case.status", reference=ref)
+        if case is None:
+            if ctx.is_coordinator:
+                await ctx.say(NO_CASE.format(ref=ref))
+                return
+            # An attorney's refusal reads the same whether or not the case exists.
+            case = await authorize(ctx.session, actor, None, action="case.status", reference=ref)
         done = await change_status(ctx.session, ctx.services, actor=actor, case=case, text=text)
     except CaseworkError as exc:
         await ctx.say(str(exc))
