@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bot.appkeys import METRICS, SERVICES
+from bot.casework.status import load_statuses
 from bot.config import Settings
-from bot.conversations import intake, status
+from bot.conversations import intake
 from bot.dispatch import dispatcher_ctx
 from bot.handlers import api, health, telegram_routes, twilio_routes
 from bot.handlers.inbound import processor_ctx
@@ -24,7 +25,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> web.A
     """Build the aiohttp application: routes, and background work started and stopped with it."""
     settings.check_production()
     intake.check_intake(settings)  # a broken intake file stops the bot before it answers anyone
-    status.load_statuses(settings)  # so does a broken statuses file, before the first status
+    load_statuses(settings)  # so does a broken statuses file, before the first status
     app = web.Application(client_max_size=2 * 1024 * 1024)
     svc = services or Services.build(settings)
     app[SERVICES] = svc

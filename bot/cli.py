@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
+from bot.clock import Clock, system_clock
 from bot.config import ConfigError, Settings, load_settings
 from bot.logging_setup import setup_logging
 
@@ -20,7 +21,8 @@ COMMAND_MODULES = [
     "bot.handlers.cli_chat",
     "bot.handlers.cli_admin",
     "bot.handlers.cli_broadcast",
-    "bot.handlers.cli_cases",
+    "bot.handlers.cli_appointments",
+    "bot.handlers.cli_import",
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]
@@ -67,10 +69,14 @@ def _invalid(exc: ValidationError) -> str:
     return f"setting {where}: {msg}" if where else str(msg)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, build settings, run the command; errors become one line and a non-zero exit."""
+def main(argv: Sequence[str] | None = None, *, clock: Clock = system_clock) -> int:
+    """Parse, build settings, run the command; errors become one line and a non-zero exit.
+
+    The command reads time from ``clock`` (``args.clock``), so a test can run it at any date.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.clock = clock
     setup_logging(verbose=args.verbose)
     try:
         settings = load_settings()

@@ -19,8 +19,11 @@ from babel.messages.pofile import read_po
 from sqlmodel import col, select
 
 from bot import sms_text
+from bot.casework import appointments
+from bot.casework.base import CLI
+from bot.casework.status import load_statuses
 from bot.clock import FakeClock
-from bot.conversations import appointments, keywords, status
+from bot.conversations import keywords, status
 from bot.conversations.answers import NO_WORDS, NUMBER_WORDS, YES_WORDS, phrases
 from bot.conversations.client import AGENT_WORDS, BACK_WORDS, MENU_WORDS, RESTART_WORDS
 from bot.i18n import LANGUAGES, LOCALES_DIR, available_languages, format_datetime, gettext
@@ -170,7 +173,9 @@ async def test_each_recipient_gets_their_own_language_and_time_zone(svc: Service
         for lang in people:
             async with transaction(svc.sessions) as session:
                 case = await repo.require_case(session, reference=cases[lang][1].reference)
-                await appointments.book(session, svc, case, when, "Room 9", kind="hearing")
+                await appointments.book(
+                    session, svc, case, when, "Room 9", kind="hearing", actor=CLI
+                )
     async with svc.sessions() as session:
         rows = (
             await session.exec(
@@ -330,7 +335,7 @@ MAX_SEGMENTS = 3
 def long_values(lang: str, tmp_path: Path) -> dict[str, str]:
     when = format_datetime(LONG_WHEN, lang, "America/Los_Angeles")
     kinds = [appointments.NEUTRAL_KIND, *appointments.KIND_LABELS.values()]
-    book = status.load_statuses(make_settings("sqlite:///unused.db", tmp_path))
+    book = load_statuses(make_settings("sqlite:///unused.db", tmp_path))
     entries = [book.fallback, *book.statuses.values()]
     labels = [e.label(lang, discreet=d) for e in entries for d in (False, True)]
     return {

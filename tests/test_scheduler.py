@@ -13,9 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlmodel import select
 
 from bot.app import create_app
+from bot.casework import appointments
+from bot.casework.base import CLI, CaseworkError
 from bot.clock import FakeClock
 from bot.config import Settings
-from bot.conversations import appointments
 from bot.scheduler import Scheduler
 from bot.services import Services
 from storage import repo
@@ -121,7 +122,7 @@ async def test_offsets_already_past_at_booking_are_skipped(
 
 async def test_a_time_in_the_past_is_refused(services: Services) -> None:
     world = await open_case(services)
-    with pytest.raises(appointments.AppointmentError, match="passed"):
+    with pytest.raises(CaseworkError, match="passed"):
         await book(services, world, START - timedelta(minutes=1))
     async with services.sessions() as session:
         assert (await session.exec(select(Appointment))).all() == []
@@ -141,7 +142,7 @@ async def test_reschedule_tells_the_client_and_recomputes(
     async with transaction(services.sessions) as session:
         appt = await session.get(Appointment, appt_id)
         assert appt is not None
-        await appointments.reschedule(session, services, appt, later, place="Room 9")
+        await appointments.move(session, services, appt, later, place="Room 9", actor=CLI)
     [moved] = [t for t in await client_texts(services, kind="appointment") if "MOVED" in t]
     assert moved == (
         "Legal Aid Line: your court hearing has MOVED from Thu, Mar 12, 2026, 10:30 AM to "
@@ -178,7 +179,7 @@ async def test_cancellation_withdraws_pending_reminders(
     async with transaction(services.sessions) as session:
         appt = await session.get(Appointment, appt_id)
         assert appt is not None
-        await appointments.cancel(session, services, appt)
+        await appointments.cancel(session, services, appt, actor=CLI)
     assert offsets(await reminder_rows(services, appt_id)) == {
         7 * 86400: "done",
         86400: "cancelled",

@@ -17,9 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.conversations.base import Reply
 from bot.i18n import gettext
-from bot.outgoing import queue_reply
 from storage import repo
 from storage.db import transaction
 from storage.models import (
@@ -362,7 +360,7 @@ async def _report_one(session: AsyncSession, services: Services, item_id: int, s
     return True
 
 
-# --------------------------------------------------------------------------- assignment
+# --------------------------------------------------------------------------- a case's thread
 
 
 async def recent_thread_text(
@@ -386,96 +384,3 @@ async def recent_thread_text(
     if len(text) > THREAD_CHARS:
         text = "…" + text[-THREAD_CHARS:]
     return text
-
-
-async def assign_case(
-    session: AsyncSession,
-    services: Services,
-    *,
-    case: Case,
-    attorney: Staff,
-    by: Staff | None,
-    actor_kind: str = "staff",
-) -> None:
-    """Assigns the case: the new attorney gets it with its recent thread, the previous one is
-    told it moved, and the client learns who now handles it (first name only)."""
-    assert case.id is not None and attorney.id is not None
-    if attorney.role != Role.ATTORNEY or not attorney.active:
-        raise ValueError("cases are assigned to active attorneys")
-    previous_id = case.assigned_staff_id
-    if previous_id == attorney.id:
-        return
-    case.assigned_staff_id = attorney.id
-    case.updated_at = services.clock()
-    session.add(case)
-    await repo.audit(
-        session,
-        actor_kind=actor_kind,
-        actor_id=by.id if by else None,
-        action="case.assign",
-        case_id=case.id,
-        client_id=case.client_id,
-        detail=f"staff {attorney.id}" + (f" (was {previous_id})" if previous_id else ""),
-    )
-    client = await session.get(Client, case.client_id)
-    assert client is not None
-    if client.wrapped_key is not None:
-        thread = await recent_thread_text(session, services, case=case, client=client)
-        name = repo.client_name(services.vault, client) or "(no name given)"
-        urgent = " · URGENT" if case.urgent else ""
-        await repo.enqueue_staff(
-            session,
-            vault=services.vault,
-            due_at=services.clock(),
-            text=(
-                f"Case {case.reference} is now yours{urgent}\n"
-                f"{name} · {case.category} · {case.status}\n"
-                f"Reply to any message about this case to answer the client.\n\n{thread}"
-            ),
-            staff=attorney,
-            client=client,
-            case_id=case.id,
-            kind=HANDOFF_KIND,
-        )
-        await repo.audit(
-            session,
-            actor_kind="staff",
-            actor_id=attorney.id,
-            action="staff.read",
-            case_id=case.id,
-            client_id=client.id,
-            detail="recent thread on assignment",
-        )
-    if previous_id is not None:
-        previous = await session.get(Staff, previous_id)
-        if previous is not None and previous.active:
-            await repo.enqueue_staff(
-                session,
-                vault=services.vault,
-                due_at=services.clock(),
-                text=f"Case {case.reference} was reassigned to "
-                f"{first_name(repo.staff_name(services.vault, attorney))}. "
-                "You can no longer write to this client.",
-                staff=previous,
-                case_id=case.id,
-                kind="staff",
-            )
-    if client.wrapped_key is not None:
-        await _tell_client(session, services, client=client, case=case, attorney=attorney)
-
-
-async def _tell_client(
-    session: AsyncSession, services: Services, *, client: Client, case: Case, attorney: Staff
-) -> None:
-    lang = client.language or services.settings.default_language
-    name = first_name(repo.staff_name(services.vault, attorney))
-    if client.discreet or case.discreet:
-        text = gettext(lang, "{name} will be in touch with you.", name=name)
-    else:
-        text = gettext(
-            lang,
-            "{name} is now handling your case {reference}. You can write here to reach them.",
-            name=name,
-            reference=case.reference,
-        )
-    await queue_reply(session, services, client, Reply(text=text), case_id=case.id)

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.channels.base import Choice
-from bot.conversations.appointments import (
+from bot.casework.appointments import (
     SCHEDULED,
     bring_sentence,
     describe,
     is_discreet,
     sentences,
 )
+from bot.casework.status import is_closing_status
+from bot.channels.base import Choice
 from bot.conversations.base import Reply
 from bot.conversations.keywords import normalise
-from bot.conversations.status import is_closing_status
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo

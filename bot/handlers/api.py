@@ -19,12 +19,14 @@ from typing import Any
 from aiohttp import web
 
 from bot.appkeys import SERVICES
-from bot.conversations import appointments, status
+from bot.casework import appointments
+from bot.casework.base import API as ACTOR
+from bot.casework.base import CaseworkError
+from bot.casework.status import change_status
 from storage import repo
 from storage.db import transaction
-from storage.models import Case, Client, ScheduleKind, ScheduleStatus
+from storage.models import Case
 
-STATUS_MAX = 64  # Case.status and CaseStatusChange.status columns
 STATUS_FIELDS = frozenset({"status"})
 APPOINTMENT_FIELDS = frozenset({"starts_at", "place", "timezone", "kind", "bring"})
 
@@ -97,28 +99,19 @@ async def post_status(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     try:
         data = await _body(request, STATUS_FIELDS)
-        value = " ".join((_text(data, "status", required=True) or "").split())
-        if not value:
-            raise BadRequest("status must not be empty")
-        if len(value) > STATUS_MAX:
-            raise BadRequest(f"status is longer than {STATUS_MAX} characters")
-    except BadRequest as exc:
+        text = _text(data, "status", required=True)
+        # A refusal rolls the transaction back: nothing recorded, nothing queued.
+        async with transaction(services.sessions) as session:
+            case = await _case(request, session)
+            done = await change_status(session, services, actor=ACTOR, case=case, text=text)
+    except (BadRequest, CaseworkError) as exc:
         return _json_error(400, str(exc))
-    async with transaction(services.sessions) as session:
-        case = await _case(request, session)
-        change = await repo.record_status(
-            session, case=case, status=value, source="api", at=services.clock()
-        )
-        await status.tell_status_change(session, services, case)
-        await repo.audit(
-            session,
-            actor_kind="api",
-            action="case.status",
-            case_id=case.id,
-            client_id=case.client_id,
-        )
     return web.json_response(
-        {"reference": case.reference, "status": value, "changed_at": change.at.isoformat()}
+        {
+            "reference": done.reference,
+            "status": done.status,
+            "changed_at": done.changed_at.isoformat(),
+        }
     )
 
 
@@ -130,47 +123,35 @@ async def post_appointment(request: web.Request) -> web.Response:
     try:
         data = await _body(request, APPOINTMENT_FIELDS)
         raw_at = _text(data, "starts_at", required=True) or ""
-        place = _text(data, "place", required=True) or ""
-        raw_tz = _text(data, "timezone", required=False)
-        kind = appointments.check_kind(_text(data, "kind", required=False))
+        place = _text(data, "place", required=True)
+        timezone = _text(data, "timezone", required=False)
+        kind = _text(data, "kind", required=False)
         bring = _text(data, "bring", required=False)
-        tz = appointments.check_timezone(raw_tz) if raw_tz is not None else None
-    except (BadRequest, appointments.AppointmentError) as exc:
-        return _json_error(400, str(exc))
-    try:
         # An error rolls the whole booking back: nothing stored, nothing queued.
         async with transaction(services.sessions) as session:
             case = await _case(request, session)
-            client = await session.get(Client, case.client_id)
-            assert client is not None
-            starts_at = appointments.parse_when(raw_at, tz or client.timezone)
-            appt = await appointments.book(
-                session, services, case, starts_at, place, kind=kind, timezone=tz, bring=bring
-            )
-            assert appt.id is not None
-            reminders = await repo.scheduled_for_appointment(
-                session, appointment_id=appt.id, kind=ScheduleKind.REMINDER
-            )
-            await repo.audit(
+            booked = await appointments.book(
                 session,
-                actor_kind="api",
-                action="appointment.add",
-                case_id=case.id,
-                client_id=case.client_id,
-                detail=f"appointment {appt.id}",
+                services,
+                case,
+                raw_at,
+                place,
+                kind=kind,
+                timezone=timezone,
+                bring=bring,
+                actor=ACTOR,
             )
-    except appointments.AppointmentError as exc:
+    except (BadRequest, CaseworkError) as exc:
         return _json_error(400, str(exc))
+    appt = booked.appointment
     return web.json_response(
         {
             "id": appt.id,
-            "reference": case.reference,
+            "reference": booked.reference,
             "starts_at": appt.starts_at.isoformat(),
             "timezone": appt.timezone,
             "kind": appt.kind,
-            "reminders": [
-                r.due_at.isoformat() for r in reminders if r.status == ScheduleStatus.PENDING
-            ],
+            "reminders": [due.isoformat() for due in booked.reminders],
         },
         status=201,
     )

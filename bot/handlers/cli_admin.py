@@ -5,162 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.casework.assign import assign_case
+from bot.casework.base import CLI as ACTOR
+from bot.casework.erase import erase_client
+from bot.casework.status import change_status
 from bot.cli import CommandError
 from bot.config import Settings
-from bot.conversations import appointments, relay
-from bot.conversations import status as status_conversation
-from bot.handlers.cli_core import ensure_migrated
-from bot.i18n import LANGUAGES, available_languages
+from bot.handlers import cli_common as common
+from bot.handlers.cli_common import refusals, services_for
+from bot.i18n import LANGUAGES
 from bot.keys import load_vault, prepend_key_file
-from bot.phones import PhoneError, normalize_phone
-from bot.services import Services
 from storage import repo
 from storage.crypto import CryptoError, generate_key
 from storage.db import transaction
-from storage.models import Case, Channel, Client, Role, Staff
+from storage.models import Channel, Role, Staff
 from storage.rotate import RotationError, rotate_keys
 
 log = logging.getLogger(__name__)
-
-_CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_STATUS_MAX = 64  # Case.status and CaseStatusChange.status columns
-_NAME_MAX = 200
-
-
-# --------------------------------------------------------------------------- input checks
-
-
-def _phone(raw: str) -> str:
-    try:
-        return normalize_phone(raw)
-    except PhoneError as exc:
-        # The message never repeats the number: it may end up in a shell history or a log.
-        raise CommandError(f"--phone: {exc}") from None
-
-
-def _name(raw: str) -> str:
-    name = " ".join(raw.split())
-    if not name:
-        raise CommandError("--name must not be empty")
-    if len(name) > _NAME_MAX:
-        raise CommandError(f"--name is longer than {_NAME_MAX} characters")
-    return name
-
-
-def _role(raw: str) -> str:
-    roles = [r.value for r in Role]
-    value = raw.strip().lower()
-    if value not in roles:
-        raise CommandError(f"--role must be one of {', '.join(roles)}, not {raw!r}")
-    return value
-
-
-def _telegram_id(raw: str) -> int:
-    text = raw.strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise CommandError(
-            f"--telegram-id must be a positive number (a Telegram user id), not {raw!r}"
-        )
-    return int(text)
-
-
-def _language(raw: str) -> str:
-    known = list(dict.fromkeys([*LANGUAGES, *available_languages()]))
-    value = raw.strip().lower()
-    if value not in known:
-        raise CommandError(f"--language must be one of {', '.join(known)}, not {raw!r}")
-    return value
-
-
-def _timezone(raw: str) -> str:
-    try:
-        return appointments.check_timezone(raw)
-    except appointments.AppointmentError as exc:
-        raise CommandError(f"--timezone: {exc}") from None
-
-
-def _category(raw: str) -> str:
-    value = raw.strip().lower()
-    if not _CATEGORY_RE.match(value):
-        raise CommandError(
-            f"--category must be a short word like housing or family "
-            f"(letters, digits, - and _; at most 32), not {raw!r}"
-        )
-    return value
-
-
-def _status(raw: str) -> str:
-    value = " ".join(raw.split())
-    if not value:
-        raise CommandError("the status must not be empty")
-    if len(value) > _STATUS_MAX:
-        raise CommandError(f"the status is longer than {_STATUS_MAX} characters")
-    return value
-
-
-# --------------------------------------------------------------------------- plumbing
-
-
-async def _migrated(settings: Settings) -> None:
-    """Refuses an old schema in production, migrates in development; quietly."""
-    noisy = logging.getLogger("alembic.runtime.migration")
-    before = noisy.level
-    # Alembic announces its context on every check; an admin command's stderr is for errors.
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        noisy.setLevel(logging.WARNING)
-    try:
-        await ensure_migrated(settings)
-    finally:
-        noisy.setLevel(before)
-
-
-@asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[Services]:
-    """Services for one command, on a migrated database, closed afterwards."""
-    await _migrated(settings)
-    services = Services.build(settings)
-    try:
-        yield services
-    finally:
-        await services.close()
-
-
-# Channels whose address is a phone number: `probono chat` clients count as well as SMS ones.
-_PHONE_CHANNELS = (Channel.SMS, Channel.CONSOLE)
-
-
-async def _find_by_phone(services: Services, session: AsyncSession, phone: str) -> Client | None:
-    for channel in _PHONE_CHANNELS:
-        client = await repo.find_client_by_address(
-            session, vault=services.vault, channel=channel, address=phone
-        )
-        if client is not None:
-            return client
-    return None
-
-
-async def _client_by_phone(services: Services, session: AsyncSession, phone: str) -> Client:
-    client = await _find_by_phone(services, session, phone)
-    if client is None:
-        raise CommandError(
-            "no client with that phone number (register one with `probono client add`)"
-        )
-    return client
-
-
-async def _case(session: AsyncSession, reference: str) -> Case:
-    case = await repo.get_case(session, reference=reference)
-    if case is None:
-        raise CommandError(f"no case {repo.normalize_reference(reference)}")
-    return case
 
 
 # --------------------------------------------------------------------------- staff
@@ -168,11 +33,11 @@ async def _case(session: AsyncSession, reference: str) -> Case:
 
 async def cmd_staff_add(args: argparse.Namespace, settings: Settings) -> int:
     """Registers an attorney or coordinator; prints their staff id."""
-    name = _name(args.name)
-    role = _role(args.role)
-    telegram_id = _telegram_id(args.telegram_id) if args.telegram_id is not None else None
-    phone = _phone(args.phone) if args.phone is not None else None
-    async with _services(settings) as services, transaction(services.sessions) as session:
+    name = common.name(args.name)
+    role = common.role(args.role)
+    telegram_id = common.telegram_id(args.telegram_id) if args.telegram_id is not None else None
+    phone = common.phone(args.phone) if args.phone is not None else None
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
         if telegram_id is not None:
             hashes = services.vault.blind_indexes(
                 repo.staff_index_kind("telegram"), str(telegram_id)
@@ -201,12 +66,12 @@ async def cmd_staff_add(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_client_add(args: argparse.Namespace, settings: Settings) -> int:
     """Registers a client reachable by SMS at that number; prints their client id."""
-    phone = _phone(args.phone)
-    name = _name(args.name)
-    language = _language(args.language or settings.default_language)
-    timezone = _timezone(args.timezone or settings.default_timezone)
-    async with _services(settings) as services, transaction(services.sessions) as session:
-        existing = await _find_by_phone(services, session, phone)
+    phone = common.phone(args.phone)
+    name = common.name(args.name)
+    language = common.language(args.language or settings.default_language)
+    timezone = common.timezone(args.timezone or settings.default_timezone)
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
+        existing = await common.find_by_phone(services, session, phone)
         if existing is not None:
             raise CommandError(f"client {existing.id} already has that phone number")
         client = await repo.create_client(
@@ -239,18 +104,18 @@ async def _confirm_erase(client_id: int) -> None:
 
 async def cmd_client_erase(args: argparse.Namespace, settings: Settings) -> int:
     """Destroys a client's data key: their name, messages and answers read as erased."""
-    phone = _phone(args.phone)
-    async with _services(settings) as services, transaction(services.sessions) as session:
-        client = await _client_by_phone(services, session, phone)
+    phone = common.phone(args.phone)
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
+        client = await common.client_by_phone(services, session, phone)
         assert client.id is not None
-        if client.wrapped_key is None:
-            print(f"client {client.id} was already erased")
-            return 0
-        if not args.yes:
+        if client.wrapped_key is not None and not args.yes:
             await _confirm_erase(client.id)
-        await repo.erase_client(session, client=client, at=services.clock())
-        await repo.audit(session, actor_kind="cli", action="client.erase", client_id=client.id)
-    print(f"client {client.id} erased")
+        with refusals():
+            erased = await erase_client(session, services, actor=ACTOR, client=client)
+    if erased.already:
+        print(f"client {erased.client_id} was already erased")
+    else:
+        print(f"client {erased.client_id} erased")
     return 0
 
 
@@ -259,11 +124,11 @@ async def cmd_client_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_case_add(args: argparse.Namespace, settings: Settings) -> int:
     """Opens a case for the client with that phone number; prints its reference."""
-    phone = _phone(args.phone)
-    category = _category(args.category)
-    status = _status(args.status)
-    async with _services(settings) as services, transaction(services.sessions) as session:
-        client = await _client_by_phone(services, session, phone)
+    phone = common.phone(args.phone)
+    category = common.category(args.category)
+    status = common.status(args.status)
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
+        client = await common.client_by_phone(services, session, phone)
         if client.wrapped_key is None:
             raise CommandError(f"client {client.id} was erased")
         case = await repo.create_case(session, client=client, category=category, status=status)
@@ -277,38 +142,28 @@ async def cmd_case_add(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_case_assign(args: argparse.Namespace, settings: Settings) -> int:
     """Assigns a case to the active attorney with that Telegram id."""
-    telegram_id = _telegram_id(args.telegram_id)
-    async with _services(settings) as services, transaction(services.sessions) as session:
-        case = await _case(session, args.reference)
+    telegram_id = common.telegram_id(args.telegram_id)
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
+        case = await common.case_by_reference(session, args.reference)
         staff = await repo.find_staff_by_telegram_id(
             session, vault=services.vault, telegram_id=telegram_id
         )
         if staff is None or staff.role != Role.ATTORNEY:
             raise CommandError(f"no active attorney with Telegram id {telegram_id}")
         # The coordinators' path: the attorney gets the recent thread, the client their name.
-        await relay.assign_case(
-            session, services, case=case, attorney=staff, by=None, actor_kind="cli"
-        )
-    print(f"case {case.reference} assigned to staff {staff.id}")
+        with refusals():
+            done = await assign_case(session, services, actor=ACTOR, case=case, attorney=staff)
+    print(f"case {done.reference} assigned to staff {done.attorney_id}")
     return 0
 
 
 async def cmd_case_status(args: argparse.Namespace, settings: Settings) -> int:
     """Records a case's new status and tells the client, in one transaction."""
-    status = _status(args.text)
-    async with _services(settings) as services, transaction(services.sessions) as session:
-        case = await _case(session, args.reference)
-        await repo.record_status(session, case=case, status=status, at=services.clock())
-        # The message to the client commits with the status, or neither does.
-        await status_conversation.tell_status_change(session, services, case)
-        await repo.audit(
-            session,
-            actor_kind="cli",
-            action="case.status",
-            case_id=case.id,
-            client_id=case.client_id,
-        )
-    print(f"case {case.reference}: {status}")
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
+        case = await common.case_by_reference(session, args.reference)
+        with refusals():
+            done = await change_status(session, services, actor=ACTOR, case=case, text=args.text)
+    print(f"case {done.reference}: {done.status}")
     return 0
 
 
@@ -325,12 +180,12 @@ async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     """Re-encrypts everything under the newest key, so older keys can be removed."""
     configured = settings.probono_encryption_keys
     from_env = configured is not None and bool(configured.get_secret_value().strip())
-    await _migrated(settings)
+    await common.migrated(settings)
     if not from_env and not settings.is_production:
         load_vault(settings)  # make sure the old key file exists before adding to it
         prepend_key_file(settings)
         print(f"added a new key to {settings.key_file()}")
-    async with _services(settings) as services:
+    async with services_for(args, settings) as services:
         single = len(services.vault.keys) == 1
         try:
             async with transaction(services.sessions) as session:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from bot import broadcast
 from bot.cli import CommandError
 from bot.config import Settings
-from bot.handlers.cli_admin import _services
+from bot.handlers.cli_common import services_for
 from bot.i18n import LANGUAGES
 from bot.services import Services
 from storage import repo
@@ -120,7 +120,7 @@ async def cmd_broadcast(args: argparse.Namespace, settings: Settings) -> int:
     texts = _texts(args)
     if not texts:
         raise CommandError("give at least one text, e.g. --text-en 'Our office is closed Monday.'")
-    async with _services(settings) as services:
+    async with services_for(args, settings) as services:
         at = _at(args.at, settings, services.clock())
         async with services.sessions() as session:
             try:
@@ -177,7 +177,7 @@ async def cmd_broadcast(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_broadcast_status(args: argparse.Namespace, settings: Settings) -> int:
     """Prints a broadcast's report: sent, delivered, failed, skipped and why, pending."""
-    async with _services(settings) as services:
+    async with services_for(args, settings) as services:
         if args.wait:
             try:
                 rep = await _follow(services, args.id)
@@ -196,7 +196,7 @@ async def cmd_broadcast_status(args: argparse.Namespace, settings: Settings) -> 
 
 async def cmd_broadcast_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """Cancels what a broadcast has not sent yet; nothing sent is sent again."""
-    async with _services(settings) as services, transaction(services.sessions) as session:
+    async with services_for(args, settings) as services, transaction(services.sessions) as session:
         try:
             n = await broadcast.cancel(session, services, args.id)
         except broadcast.BroadcastError as exc:
@@ -216,7 +216,7 @@ async def cmd_broadcast_cancel(args: argparse.Namespace, settings: Settings) -> 
 
 async def cmd_broadcast_resume(args: argparse.Namespace, settings: Settings) -> int:
     """Queues what an interrupted broadcast still lacks; clients already queued get nothing new."""
-    async with _services(settings) as services:
+    async with services_for(args, settings) as services:
         bar = ProgressBar("Queueing")
         try:
             async with services.sessions() as session:

@@ -12,6 +12,7 @@ from bot.channels.base import InboundMessage
 from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.dispatch import Dispatcher
+from bot.handlers.cli_common import clock_of
 from bot.handlers.cli_core import ensure_migrated
 from bot.handlers.inbound import InboundProcessor, store
 from bot.i18n import LANGUAGES
@@ -80,7 +81,9 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"unknown language {args.language!r}; one of {', '.join(LANGUAGES)}")
     await ensure_migrated(settings)
     # Someone is waiting at the keyboard: quiet hours would only hide the answers.
-    services = Services.build(settings.model_copy(update={"quiet_hours": None}))
+    services = Services.build(
+        settings.model_copy(update={"quiet_hours": None}), clock=clock_of(args)
+    )
     # Only the console: this process never texts or messages anyone.
     services.senders = {Channel.CONSOLE: ConsoleSender(out=sys.stdout)}
     dispatcher = Dispatcher(services)

@@ -19,10 +19,13 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.casework import appointments
+from bot.casework.assign import assign_case
+from bot.casework.base import COORDINATORS_ONLY, NOT_YOURS, Actor, CaseworkError, authorize
+from bot.casework.status import change_status
 from bot.channels.base import Choice, InboundMessage
-from bot.conversations import appointments, relay
 from bot.conversations import broadcast_wizard as wizard
-from bot.conversations import status as status_conversation
+from bot.conversations import relay
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -71,9 +74,7 @@ NOT_SENT_HINT = (
     "Nothing else you type here reaches anyone."
 )
 PRIVATE_ONLY = "Use this in your private chat with me: client messages never go to a group."
-NOT_YOURS = "No case {ref} among yours."
 NO_CASE = "No case {ref}."
-COORDINATORS_ONLY = "That command is for coordinators."
 
 
 @dataclass
@@ -434,29 +435,17 @@ async def _button(ctx: StaffContext, data: str) -> None:
     if attorney is None or not attorney.active or attorney.role != Role.ATTORNEY:
         await ctx.say("That attorney is no longer active. Try /assign again.")
         return
-    if attorney.id == case.assigned_staff_id:
-        await ctx.say(f"{case.reference} is already with {_name(ctx, attorney)}.")
+    try:
+        done = await assign_case(
+            ctx.session, ctx.services, actor=Actor.member(ctx.staff), case=case, attorney=attorney
+        )
+    except CaseworkError as exc:
+        await ctx.say(str(exc))
         return
-    await relay.assign_case(ctx.session, ctx.services, case=case, attorney=attorney, by=ctx.staff)
-    await ctx.say(f"{case.reference} assigned to {_name(ctx, attorney)}.", case_id=case.id)
-
-
-def _name(ctx: StaffContext, staff: Staff) -> str:
-    return repo.staff_name(ctx.services.vault, staff)
-
-
-async def _own_or_coordinated(ctx: StaffContext, ref: str, action: str) -> Case | None:
-    """The case, if this coordinator may act on it or it is this attorney's; else None."""
-    case = await repo.get_case(ctx.session, reference=ref)
-    if ctx.is_coordinator:
-        if case is None:
-            await ctx.say(NO_CASE.format(ref=ref))
-        return case
-    if case is None or case.assigned_staff_id != ctx.staff.id:
-        await ctx.audit(action, case, allowed=False, detail="case not assigned to them")
-        await ctx.say(NOT_YOURS.format(ref=ref))
-        return None
-    return case
+    if not done.changed:
+        await ctx.say(f"{done.reference} is already with {done.attorney_name}.")
+        return
+    await ctx.say(f"{done.reference} assigned to {done.attorney_name}.", case_id=case.id)
 
 
 async def cmd_status(ctx: StaffContext, args: str) -> None:
@@ -465,21 +454,20 @@ async def cmd_status(ctx: StaffContext, args: str) -> None:
     if not ref or not text:
         await ctx.say("Usage: /status REF new status")
         return
-    case = await _own_or_coordinated(ctx, ref, "case.status")
-    if case is None:
+    case = await repo.get_case(ctx.session, reference=ref)
+    actor = Actor.member(ctx.staff)
+    try:
+        if case is None:
+            if ctx.is_coordinator:
+                await ctx.say(NO_CASE.format(ref=ref))
+                return
+            # An attorney's refusal reads the same whether or not the case exists.
+            case = await authorize(ctx.session, actor, None, action="case.status", reference=ref)
+        done = await change_status(ctx.session, ctx.services, actor=actor, case=case, text=text)
+    except CaseworkError as exc:
+        await ctx.say(str(exc))
         return
-    status = " ".join(text.split())[:64]
-    await repo.record_status(
-        ctx.session,
-        case=case,
-        status=status,
-        source="telegram",
-        staff_id=ctx.staff.id,
-        at=ctx.services.clock(),
-    )
-    await status_conversation.tell_status_change(ctx.session, ctx.services, case)
-    await ctx.audit("case.status", case)
-    await ctx.say(f"{case.reference}: status is now “{status}”. The client is told.")
+    await ctx.say(f"{done.reference}: status is now “{done.status}”. The client is told.")
 
 
 def split_when(text: str) -> tuple[str, str]:
@@ -505,24 +493,29 @@ async def cmd_appt(ctx: StaffContext, args: str) -> None:
     if case is None:
         await ctx.say(NO_CASE.format(ref=ref))
         return
-    client = await ctx.session.get(Client, case.client_id)
-    assert client is not None
     when_text, place = split_when(rest)
     kind = appointments.DEFAULT_KIND
     first, _, remainder = place.partition(" ")
     if first.lower() in appointments.KINDS and remainder:
         kind, place = first.lower(), remainder
     try:
-        when = appointments.parse_when(when_text, client.timezone)
-        appt = await appointments.book(
-            ctx.session, ctx.services, case, starts_at=when, place=place, kind=kind
+        # Without a zone, the time is the client's local time.
+        booked = await appointments.book(
+            ctx.session,
+            ctx.services,
+            case,
+            when_text,
+            place,
+            kind=kind,
+            actor=Actor.member(ctx.staff),
         )
-    except appointments.AppointmentError as exc:
+    except CaseworkError as exc:
         await ctx.say(f"Not booked: {exc}.\n{usage}")
         return
-    await ctx.audit("appointment.add", case, detail=f"appointment {appt.id}")
+    appt = booked.appointment
     await ctx.say(
-        f"{case.reference}: {kind} booked for {_when(ctx.services, when, appt.timezone)}."
+        f"{booked.reference}: {appt.kind} booked for "
+        f"{_when(ctx.services, appt.starts_at, appt.timezone)}."
         " The client is told and will be reminded.",
         case_id=case.id,
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_file
 
+from bot.casework.status import DEFAULT_STATUSES
 from bot.conversations.dialogue_file import load_dialogue
 from bot.conversations.engine import render
 from bot.conversations.intake import ACTIONS, DEFAULT_INTAKE
-from bot.conversations.status import DEFAULT_STATUSES
 from bot.i18n import (
     LOCALES_DIR,
     _catalog,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import col, select
 
+from bot.casework.status import tell_status_change
 from bot.clock import FakeClock
-from bot.conversations import status
 from bot.conversations.reminders import CHECKIN_WORDS, REMINDER_WORDS, parse_answer
 from bot.scheduler import Scheduler
 from bot.services import Services
@@ -164,7 +164,7 @@ async def test_a_newer_message_makes_the_reminder_stale(
     async with transaction(services.sessions) as session:
         case = await repo.require_case(session, reference=world.reference)
         await repo.record_status(session, case=case, status="in progress", at=clock())
-        await status.tell_status_change(session, services, case)
+        await tell_status_change(session, services, case)
     await chat.text("1")  # answers whatever was said last, not the reminder
     assert (await appointment(services, appt_id)).confirmed_at is None
 
@@ -181,7 +181,7 @@ async def test_other_words_after_a_reminder_go_to_the_conversation(
 async def test_a_cancelled_appointment_takes_no_answer(
     services: Services, clock: FakeClock
 ) -> None:
-    from bot.conversations import appointments
+    from bot.casework import appointments
     from storage.models import Appointment
 
     _world, appt_id, chat = await reminded(services, clock)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
+from bot.casework.status import is_closing_status, load_statuses, tell_status_change
 from bot.clock import FakeClock
 from bot.config import ConfigError, Settings
-from bot.conversations import status
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -29,7 +29,7 @@ async def change_status(services: Services, world: World, new: str) -> None:
     async with transaction(services.sessions) as session:
         case = await repo.require_case(session, reference=world.reference)
         await repo.record_status(session, case=case, status=new, at=services.clock())
-        await status.tell_status_change(session, services, case)
+        await tell_status_change(session, services, case)
 
 
 async def audits(services: Services, action: str = "status.ask") -> list[AuditLog]:
@@ -99,7 +99,7 @@ async def test_telling_twice_sends_once(services: Services) -> None:
     await change_status(services, world, "in progress")
     async with transaction(services.sessions) as session:
         case = await repo.require_case(session, reference=world.reference)
-        await status.tell_status_change(session, services, case)  # a retried caller
+        await tell_status_change(session, services, case)  # a retried caller
     assert len(await client_texts(services, kind="status")) == 1
 
 
@@ -313,7 +313,7 @@ discreet = "we sent your papers"
             f"Help: novedades en su caso {es.reference}: presentamos sus papeles en la corte.",
             f"Help: news on your case {en.reference}: update: Appeal.",
         ]
-        assert status.is_closing_status(settings, "closed") is False  # not in this file
+        assert is_closing_status(settings, "closed") is False  # not in this file
     finally:
         await services.close()
 
@@ -322,15 +322,13 @@ def test_a_broken_statuses_file_names_itself(settings: Settings, tmp_path: Path)
     bad = tmp_path / "bad.toml"
     bad.write_text("[statuses.x]\nclient = 'only this'\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad\.toml"):
-        status.load_statuses(settings.model_copy(update={"statuses_file": bad}))
+        load_statuses(settings.model_copy(update={"statuses_file": bad}))
     with pytest.raises(ConfigError, match=r"nowhere\.toml"):
-        status.load_statuses(
-            settings.model_copy(update={"statuses_file": tmp_path / "nowhere.toml"})
-        )
+        load_statuses(settings.model_copy(update={"statuses_file": tmp_path / "nowhere.toml"}))
 
 
 def test_the_shipped_statuses_close_what_should_close(settings: Settings) -> None:
-    assert status.is_closing_status(settings, "Case Closed")
-    assert status.is_closing_status(settings, "referred")
-    assert not status.is_closing_status(settings, "hearing scheduled")
-    assert not status.is_closing_status(settings, "something new")
+    assert is_closing_status(settings, "Case Closed")
+    assert is_closing_status(settings, "referred")
+    assert not is_closing_status(settings, "hearing scheduled")
+    assert not is_closing_status(settings, "something new")

@@ -17,7 +17,14 @@ from bot.config import Settings
 from bot.services import Services
 from storage import repo
 from storage.models import Appointment, AuditLog, CaseStatusChange
-from tests.casework import World, client_texts, open_case, reminder_rows
+from tests.casework import (
+    LONG_STATUS,
+    LONG_STATUS_REFUSAL,
+    World,
+    client_texts,
+    open_case,
+    reminder_rows,
+)
 from tests.conftest import make_settings
 
 TOKEN = "s3cret-token-for-tests"
@@ -167,6 +174,18 @@ async def test_status_validation(
         )
         assert resp.status == 400, body
         assert await resp.json() == {"error": error}
+    assert len(await history(services, world)) == 1
+    assert await client_texts(services) == []
+
+
+async def test_a_too_long_status_is_refused_in_the_words_of_the_cli_and_telegram(
+    api: TestClient[Any, Any], services: Services, world: World
+) -> None:
+    resp = await api.post(
+        f"/api/cases/{world.reference}/status", json={"status": LONG_STATUS}, headers=AUTH
+    )
+    assert resp.status == 400
+    assert await resp.json() == {"error": LONG_STATUS_REFUSAL}
     assert len(await history(services, world)) == 1
     assert await client_texts(services) == []
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ import pytest
 from sqlmodel import col, select
 
 from bot.cli import main
+from bot.clock import FakeClock
 from bot.config import Settings
 from bot.services import Services
 from storage import repo
 from storage.crypto import ERASED, Vault, generate_key
 from storage.models import Case, Channel, Client, OutboxItem, OutboxStatus, Role, Staff
+from tests.casework import LONG_STATUS, LONG_STATUS_REFUSAL
 from tests.conftest import TEST_KEY, make_settings
 from tests.storage.snapshot import snapshot
 
@@ -458,7 +461,7 @@ async def test_case_status_is_recorded_in_the_history(
 async def test_case_status_tells_the_client_in_the_same_transaction(
     cli: CLI, services: Services, client_with_case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.conversations import status
+    from bot.casework import status
 
     seen: list[tuple[str, bool]] = []
 
@@ -491,6 +494,30 @@ async def test_case_status_refuses(
     run = await cli("case", "status", ref or client_with_case, text)
     run.assert_one_line_error(fragment)
     assert await snapshot(services) == before
+
+
+async def test_a_too_long_status_is_refused_in_the_words_of_the_api_and_telegram(
+    cli: CLI, services: Services, client_with_case: str
+) -> None:
+    before = await snapshot(services)
+    run = await cli("case", "status", client_with_case, LONG_STATUS)
+    assert run.code == 2
+    assert run.err == f"probono: error: {LONG_STATUS_REFUSAL}\n"
+    assert await snapshot(services) == before
+
+
+async def test_a_command_reads_the_clock_it_is_given(
+    cli: CLI, services: Services, client_with_case: str
+) -> None:
+    later = FakeClock(datetime(2031, 5, 6, 7, 8, tzinfo=UTC))
+    argv = ["case", "status", client_with_case, "appeal filed"]
+    # The cli fixture has put the settings in the environment; main() gets a clock of its own.
+    assert await asyncio.to_thread(main, argv, clock=later) == 0
+    async with services.sessions() as session:
+        case = await repo.require_case(session, reference=client_with_case)
+        history = await repo.status_history(session, case_id=case.id or 0)
+    newest = max(history, key=lambda h: h.id or 0)
+    assert (newest.status, newest.at) == ("appeal filed", later.now)
 
 
 # --------------------------------------------------------------------------- erase

@@ -457,10 +457,13 @@ async def test_import_appointments_rejects_each_bad_row(
         (f"{ref},{local_in(14):%Y-%m-%d},9:30,Room 4,hearing,,", "already has an appointment"),
     ]
     async with transaction(services.sessions) as session:
-        from bot.conversations import appointments
+        from bot.casework import appointments
+        from bot.casework.base import CLI as ACTOR
 
         case = await repo.require_case(session, reference=ref)
-        await appointments.book(session, services, case, local_in(14).astimezone(UTC), "Room 1")
+        await appointments.book(
+            session, services, case, local_in(14).astimezone(UTC), "Room 1", actor=ACTOR
+        )
     path = write(tmp_path, "a.csv", APPT_HEADER, good, *(row for row, _r in rejections))
     before = await snapshot(services)
     run = await cli("import", "appointments", path)

@@ -7,6 +7,7 @@ from sqlmodel import col, select
 
 from bot.handlers.telegram_routes import sync_commands
 from storage.models import Appointment, CaseStatusChange, Client, Staff
+from tests.casework import LONG_STATUS, LONG_STATUS_REFUSAL
 from tests.fakes.telegram_harness import GROUP_ID, Harness, Role, User, group_chat, tg
 
 __all__ = ["tg"]
@@ -230,3 +231,20 @@ async def test_staff_commands_in_another_group_show_nothing(tg: Harness) -> None
     assert tg.fake.sent() == []
     attempts = [(a.actor_id, a.allowed) for a in await tg.audits("staff.command")]
     assert attempts == [(carla.id, False), (maria.id, False)]
+
+
+async def test_a_too_long_status_is_refused_in_the_words_of_the_cli_and_the_api(
+    tg: Harness,
+) -> None:
+    maria, _ben, _carla, client = await _people(tg)
+    case = await tg.open_case(client, attorney=maria)
+    for who in (CARLA, MARIA):
+        await tg.send(tg.updates.text(who, f"/status {case.reference} {LONG_STATUS}"))
+        assert tg.fake.sent(who.id)[-1].text == LONG_STATUS_REFUSAL
+    async with tg.services.sessions() as session:
+        statuses = (
+            await session.exec(select(CaseStatusChange).where(CaseStatusChange.case_id == case.id))
+        ).all()
+    assert [s.status for s in statuses] == ["open"]  # not cut short and recorded
+    assert tg.twilio.sent_to(CLIENT_PHONE) == []
+    assert await tg.audits("case.status") == []

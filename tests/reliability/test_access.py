@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from sqlmodel import col, func, select
 
-from bot.conversations import appointments, relay
+from bot.casework import appointments
+from bot.casework.base import CLI
+from bot.conversations import relay
 from bot.handlers import staff as staff_handlers
 from storage import repo
 from storage.db import transaction
@@ -104,7 +106,9 @@ async def _build(h: Harness) -> World:
         fresh = await session.get(Case, case.id)
         assert fresh is not None
         await repo.record_status(session, case=fresh, status=STATUS_TEXT, at=h.clock())
-        await appointments.book(session, h.services, fresh, HEARING, PLACE, kind="hearing")
+        await appointments.book(
+            session, h.services, fresh, HEARING, PLACE, kind="hearing", actor=CLI
+        )
     ana = await h.add_telegram_client(ANA, name="Ana Ruiz")
     own = await h.open_case(ana, category="family", attorney=ben)
     for user in (STRANGER, PROBER):

@@ -1,5 +1,9 @@
 """Appointments: booking, moving and cancelling them, telling the client, planning reminders.
 
+The three use cases (``book``, ``move``, ``cancel``) check their input, check who acts,
+audit once and queue the client's notice in the caller's transaction. The wording helpers
+(``describe``, ``is_discreet``, the notice texts) serve the reminder and status dialogues too.
+
 Every reminder is a ``ScheduledItem`` row keyed ``reminder:{appointment_id}:{offset}``; the
 scheduler turns due rows into outbox messages (bot/conversations/reminders.py writes them).
 Moving an appointment moves its rows; cancelling it withdraws them.
@@ -10,14 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.casework.base import Actor, CaseworkError, audit, authorize
+from bot.casework.limits import BRING_MAX, PLACE_MAX, check_text, check_timezone
 from bot.conversations.base import Reply
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import queue_reply
-from storage import repo
+from storage import new_casework, repo
 from storage.models import (
     Appointment,
     Case,
@@ -34,8 +40,6 @@ if TYPE_CHECKING:
 SCHEDULED, CANCELLED = "scheduled", "cancelled"
 KINDS = ("hearing", "meeting", "call")
 DEFAULT_KIND = "meeting"
-PLACE_MAX = 300
-BRING_MAX = 300
 
 # What each kind is called in a message; discreet clients only ever read "appointment".
 KIND_LABELS = {
@@ -57,42 +61,14 @@ CANCELLED_TEXT = N_(
 CANCELLED_DISCREET = N_("Your appointment on {when} is CANCELLED. We will contact you.")
 
 
-class AppointmentError(ValueError):
-    """Bad appointment input; the message names the field and is safe to show."""
-
-
 # --------------------------------------------------------------------------- input
-
-
-def check_timezone(raw: str) -> str:
-    """An IANA time zone name, or AppointmentError."""
-    value = raw.strip()
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise AppointmentError(
-            f"unknown time zone {raw!r} (use a name like America/New_York)"
-        ) from None
-    return value
 
 
 def check_kind(raw: str | None) -> str:
     """hearing, meeting or call (case-insensitive); empty means meeting."""
     value = (raw or DEFAULT_KIND).strip().lower()
     if value not in KINDS:
-        raise AppointmentError(f"kind must be one of {', '.join(KINDS)}, not {raw!r}")
-    return value
-
-
-def check_text(raw: str | None, what: str, limit: int, *, required: bool) -> str | None:
-    """Collapse spaces; refuse empty (when required) or overlong text."""
-    value = " ".join((raw or "").split())
-    if not value:
-        if required:
-            raise AppointmentError(f"{what} must not be empty")
-        return None
-    if len(value) > limit:
-        raise AppointmentError(f"{what} is longer than {limit} characters")
+        raise CaseworkError(f"kind must be one of {', '.join(KINDS)}, not {raw!r}")
     return value
 
 
@@ -106,26 +82,27 @@ def parse_when(raw: str, timezone: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise AppointmentError(
+        raise CaseworkError(
             f"{raw!r} is not an ISO 8601 date and time like 2026-03-10T09:30"
         ) from None
     if len(text) <= 10:  # a date alone: an appointment needs its time
-        raise AppointmentError(f"{raw!r} has no time of day (use 2026-03-10T09:30)")
+        raise CaseworkError(f"{raw!r} has no time of day (use 2026-03-10T09:30)")
     if when.tzinfo is None:
         zone = ZoneInfo(check_timezone(timezone))
         local = when.replace(tzinfo=zone)
         # A wall time in a DST gap does not survive the round trip through UTC.
         if local.astimezone(ZoneInfo("UTC")).astimezone(zone).replace(tzinfo=None) != when:
-            raise AppointmentError(f"{raw!r} does not exist in {timezone} (clocks jump past it)")
+            raise CaseworkError(f"{raw!r} does not exist in {timezone} (clocks jump past it)")
         when = local
     return when.astimezone(ZoneInfo("UTC"))
 
 
 def check_future(starts_at: datetime, now: datetime) -> None:
+    """Refuses a start without its zone, or one already past."""
     if starts_at.tzinfo is None:
-        raise AppointmentError("the start time must carry its time zone")
+        raise CaseworkError("the start time must carry its time zone")
     if starts_at <= now:
-        raise AppointmentError("the appointment time has already passed")
+        raise CaseworkError("the appointment time has already passed")
 
 
 # --------------------------------------------------------------------------- wording
@@ -264,31 +241,80 @@ def _news(case: Case, now: datetime) -> None:
     case.updated_at = now
 
 
+@dataclass(frozen=True)
+class Booked:
+    """An appointment as booked or moved, and when its pending reminders are due."""
+
+    appointment: Appointment
+    reference: str
+    reminders: tuple[datetime, ...]
+    changed: bool = True  # False: a move to the same time and place, nothing said
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A cancelled appointment; ``already`` when it was cancelled before."""
+
+    appointment: Appointment
+    already: bool
+
+
+def _when(raw: str | datetime, timezone: str) -> datetime:
+    """A start as given: a datetime as it is, text parsed as local time in ``timezone``."""
+    return raw if isinstance(raw, datetime) else parse_when(raw, timezone)
+
+
+async def _pending(session: AsyncSession, appt: Appointment) -> tuple[datetime, ...]:
+    assert appt.id is not None
+    rows = await repo.scheduled_for_appointment(
+        session, appointment_id=appt.id, kind=ScheduleKind.REMINDER
+    )
+    return tuple(r.due_at for r in rows if r.status == ScheduleStatus.PENDING)
+
+
+async def _case_and_client(session: AsyncSession, appt: Appointment) -> tuple[Case, Client]:
+    case = await session.get(Case, appt.case_id)
+    assert case is not None
+    client = await session.get(Client, case.client_id)
+    assert client is not None
+    return case, client
+
+
 async def book(
     session: AsyncSession,
     services: Services,
     case: Case,
-    starts_at: datetime,
-    place: str,
-    kind: str = DEFAULT_KIND,
+    starts_at: str | datetime,
+    place: str | None,
+    kind: str | None = DEFAULT_KIND,
     timezone: str | None = None,
     bring: str | None = None,
-) -> Appointment:
-    """Stores an appointment, tells the client at once and plans its reminders."""
+    *,
+    actor: Actor,
+    action: str = "appointment.add",
+) -> Booked:
+    """Stores an appointment, tells the client at once and plans its reminders.
+
+    A start given as text without an offset is local time in ``timezone``, else the
+    client's zone.
+    """
     now = services.clock()
-    check_future(starts_at, now)
+    client = await session.get(Client, case.client_id)
+    assert client is not None
+    zone = check_timezone(timezone) if timezone else None
+    tz = zone or check_timezone(client.timezone or services.settings.default_timezone)
+    when = _when(starts_at, tz)
+    check_future(when, now)
     kind = check_kind(kind)
     place_text = check_text(place, "place", PLACE_MAX, required=True) or ""
     bring_text = check_text(bring, "bring", BRING_MAX, required=False)
-    client = await session.get(Client, case.client_id)
-    assert client is not None
-    tz = check_timezone(timezone or client.timezone or services.settings.default_timezone)
+    await authorize(session, actor, case, action=action, reference=case.reference)
     appt = await repo.create_appointment(
         session,
         vault=services.vault,
         client=client,
         case=case,
-        starts_at=starts_at,
+        starts_at=when,
         timezone=tz,
         kind=kind,
         place=place_text,
@@ -308,78 +334,85 @@ async def book(
         head = gettext(lang, BOOKED, program=program, kind=d.kind, when=d.when, place=d.place)
     text = sentences(head, bring_sentence(lang, d), gettext(lang, WILL_REMIND))
     await _tell(session, services, client, case, text, f"appt:{appt.id}:booked")
+    await audit(session, actor, action, case, detail=f"appointment {appt.id}")
     await session.flush()
-    return appt
+    return Booked(appt, case.reference, await _pending(session, appt))
 
 
-async def reschedule(
+async def move(
     session: AsyncSession,
     services: Services,
     appt: Appointment,
-    starts_at: datetime,
+    starts_at: str | datetime,
+    *,
     place: str | None = None,
-) -> Appointment:
-    """Moves an appointment: the client reads "MOVED from X to Y"; reminders follow the new time."""
+    timezone: str | None = None,
+    actor: Actor,
+) -> Booked:
+    """Moves an appointment: the client reads "MOVED from X to Y"; reminders follow the new time.
+
+    A start given as text without an offset is local time in ``timezone`` (which the
+    appointment keeps from now on), else in the appointment's zone.
+    """
     now = services.clock()
     if appt.status != SCHEDULED:
-        raise AppointmentError(f"appointment {appt.id} is {appt.status}, not scheduled")
-    check_future(starts_at, now)
-    case = await session.get(Case, appt.case_id)
-    assert case is not None
-    client = await session.get(Client, case.client_id)
-    assert client is not None
+        raise CaseworkError(f"appointment {appt.id} is {appt.status}, not scheduled")
+    zone = check_timezone(timezone) if timezone else None
+    when = _when(starts_at, zone or appt.timezone)
+    check_future(when, now)
     place_text = check_text(place, "place", PLACE_MAX, required=False)
+    case, client = await _case_and_client(session, appt)
+    await authorize(session, actor, case, action="appointment.move", reference=case.reference)
     lang = client.language or services.settings.default_language
     discreet = is_discreet(client, case)
     old = describe(services, client, appt, discreet=discreet)
-    if starts_at == appt.starts_at and (
-        place_text is None or place_text == repo.appointment_place(services.vault, client, appt)
-    ):
-        return appt  # nothing moved: nothing to say
-    appt.starts_at = starts_at
-    if place_text is not None:
-        repo.set_appointment_place(services.vault, client, appt, place_text)
-    # The client's answer was about the old time.
-    appt.confirmed_at = None
-    appt.declined_at = None
-    appt.updated_at = now
+    changed = when != appt.starts_at or (
+        place_text is not None
+        and place_text != repo.appointment_place(services.vault, client, appt)
+    )
+    if changed:
+        new_casework.move_appointment(appt, starts_at=when, at=now)
+        if place_text is not None:
+            repo.set_appointment_place(services.vault, client, appt, place_text)
+        await plan_reminders(session, services, appt, now=now)
+        _news(case, now)
+        session.add(case)
+        new = describe(services, client, appt, discreet=discreet)
+        if discreet:
+            text = gettext(lang, MOVED_DISCREET, old=old.when, new=new.when, place=new.place)
+        else:
+            text = sentences(
+                gettext(
+                    lang,
+                    MOVED,
+                    program=services.settings.program_name,
+                    kind=new.kind,
+                    old=old.when,
+                    new=new.when,
+                    place=new.place,
+                ),
+                bring_sentence(lang, new),
+            )
+        stamp = int(when.timestamp())
+        await _tell(session, services, client, case, text, f"appt:{appt.id}:moved:{stamp}")
+    if zone:
+        appt.timezone = zone
     session.add(appt)
-    await plan_reminders(session, services, appt, now=now)
-    _news(case, now)
-    session.add(case)
-    new = describe(services, client, appt, discreet=discreet)
-    if discreet:
-        text = gettext(lang, MOVED_DISCREET, old=old.when, new=new.when, place=new.place)
-    else:
-        text = sentences(
-            gettext(
-                lang,
-                MOVED,
-                program=services.settings.program_name,
-                kind=new.kind,
-                old=old.when,
-                new=new.when,
-                place=new.place,
-            ),
-            bring_sentence(lang, new),
-        )
-    stamp = int(starts_at.timestamp())
-    await _tell(session, services, client, case, text, f"appt:{appt.id}:moved:{stamp}")
+    await audit(session, actor, "appointment.move", case, detail=f"appointment {appt.id}")
     await session.flush()
-    return appt
+    return Booked(appt, case.reference, await _pending(session, appt), changed=changed)
 
 
-async def cancel(session: AsyncSession, services: Services, appt: Appointment) -> Appointment:
+async def cancel(
+    session: AsyncSession, services: Services, appt: Appointment, *, actor: Actor
+) -> Cancelled:
     """Cancels an appointment, withdraws its reminders and tells the client (if still ahead)."""
     now = services.clock()
+    case, client = await _case_and_client(session, appt)
+    await authorize(session, actor, case, action="appointment.cancel", reference=case.reference)
     if appt.status == CANCELLED:
-        return appt
-    case = await session.get(Case, appt.case_id)
-    assert case is not None
-    client = await session.get(Client, case.client_id)
-    assert client is not None
-    appt.status = CANCELLED
-    appt.updated_at = now
+        return Cancelled(appt, already=True)
+    new_casework.cancel_appointment(appt, at=now)
     session.add(appt)
     await withdraw_reminders(session, appt, now=now)
     if appt.starts_at > now:
@@ -399,5 +432,6 @@ async def cancel(session: AsyncSession, services: Services, appt: Appointment) -
         _news(case, now)
         session.add(case)
         await _tell(session, services, client, case, text, f"appt:{appt.id}:cancelled")
+    await audit(session, actor, "appointment.cancel", case, detail=f"appointment {appt.id}")
     await session.flush()
-    return appt
+    return Cancelled(appt, already=False)

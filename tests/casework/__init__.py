@@ -8,7 +8,8 @@ from datetime import datetime
 
 from sqlmodel import col, select
 
-from bot.conversations import appointments
+from bot.casework import appointments
+from bot.casework.base import CLI
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -90,9 +91,10 @@ async def book(
     async with transaction(services.sessions) as session:
         case = await session.get(Case, world.case_id)
         assert case is not None
-        appt = await appointments.book(
-            session, services, case, starts_at, place, kind=kind, bring=bring
+        booked = await appointments.book(
+            session, services, case, starts_at, place, kind=kind, bring=bring, actor=CLI
         )
+    appt = booked.appointment
     assert appt.id is not None
     return appt.id
 
@@ -171,3 +173,8 @@ async def client_texts(services: Services, *, kind: str | None = None) -> list[s
         for s in await sent(services, kind=kind)
         if s.staff_id is None and s.chat_id is None and s.kind not in ("staff", "alert")
     ]
+
+
+# A status one character over the limit, and the words every entry point refuses it with.
+LONG_STATUS = "x" * 65
+LONG_STATUS_REFUSAL = "status is longer than 64 characters"
