@@ -84,15 +84,29 @@ async def save_staff_dialogue(
 async def end_staff_dialogue(
     session: AsyncSession, *, staff_id: int, version: int | None = None
 ) -> bool:
-    """Forget the staff member's dialogue (only at ``version``, when given); True if it was there.
-
-    With a version this is a claim: of two processes ending the same dialogue, one wins.
-    """
+    """Forget the staff member's dialogue (only at ``version``, if given); True if it was."""
     stmt = delete(StaffDialogue).where(col(StaffDialogue.staff_id) == staff_id)
     if version is not None:
         stmt = stmt.where(col(StaffDialogue.version) == version)
     result = await session.exec(stmt)
     return bool(result.rowcount == 1)
+
+
+async def take_staff_dialogue(
+    session: AsyncSession, *, staff_id: int, version: int
+) -> StaffDialogue | None:
+    """Take (delete) the dialogue if it is at ``version``; None when it is not, or no more.
+
+    The row lock waits for a transaction still moving this dialogue on (SQLite has a single
+    writer anyway), so a state saved by a transaction that then rolls back is never taken,
+    and of two processes taking the same state one gets it.
+    """
+    row = await load_staff_dialogue(session, staff_id=staff_id)
+    if row is None or row.version != version:
+        return None
+    await session.delete(row)
+    await session.flush()
+    return row
 
 
 async def forget_staff_dialogues(session: AsyncSession, *, before: datetime) -> int:

@@ -624,7 +624,7 @@ async def _wizard_turn(
             raise new_dialogues.StaleDialogue("wizard was moved on by another process")
         await _say_step(ctx, step)
         return
-    # A confirmed wizard stays, marked done, until its send claims it (below).
+    # A confirmed wizard stays, marked done, until its send takes it (below).
     version = await new_dialogues.save_staff_dialogue(
         ctx.session,
         staff_id=ctx.staff.id,
@@ -634,30 +634,27 @@ async def _wizard_turn(
     )
     await _say_step(ctx, step)
     if step.send:
-        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, state, version))
+        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, version))
         ctx.services.background.add(task)
         task.add_done_callback(ctx.services.background.discard)
 
 
-async def _send_broadcast(
-    services: Services, staff: Staff, state: wizard.WizardState, version: int
-) -> None:
+async def _send_broadcast(services: Services, staff: Staff, version: int) -> None:
     """Queues the confirmed broadcast and posts the message that will show its progress.
 
     broadcast.send commits batch by batch in sessions of its own, so it runs after the
-    confirming message's transaction, not inside it. Claiming (deleting) the confirmed state
-    waits for that transaction (SQLite's write lock, PostgreSQL's row lock) and finds nothing
-    if it rolled back, so a broadcast is queued once, and only once its confirmation is
+    confirming message's transaction, not inside it. Taking the confirmed state waits for
+    that transaction (SQLite's write lock, PostgreSQL's row lock) and finds nothing if it
+    rolled back, so a broadcast is queued once, and only once its confirmation is
     stored. A process that dies between the two forgets it (the coordinator saw no progress
     message and sends /broadcast again).
     """
     assert staff.id is not None
     async with transaction(services.sessions) as session:
-        claimed = await new_dialogues.end_staff_dialogue(
-            session, staff_id=staff.id, version=version
-        )
-    if not claimed:
+        row = await new_dialogues.take_staff_dialogue(session, staff_id=staff.id, version=version)
+    if row is None:
         return
+    state = wizard.WizardState.from_dict(row.data)
     try:
         sent = await wizard.send(services, state, staff_id=staff.id)
         assert sent.id is not None
