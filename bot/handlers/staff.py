@@ -24,17 +24,7 @@ from bot.conversations import status as status_conversation
 from bot.services import Services
 from storage import new_dialogues, repo
 from storage.db import transaction
-from storage.models import (
-    Case,
-    Channel,
-    Client,
-    Direction,
-    Message,
-    OutboxItem,
-    Role,
-    Staff,
-    StaffDialogue,
-)
+from storage.models import Case, Channel, Client, Direction, Message, OutboxItem, Role, Staff
 
 log = logging.getLogger(__name__)
 
@@ -545,8 +535,8 @@ WIZARD_TTL = timedelta(days=1)
 BROADCAST_FLOW = "broadcast"
 
 
-async def _open_wizard(ctx: StaffContext) -> tuple[StaffDialogue, wizard.WizardState] | None:
-    """The coordinator's wizard, loaded (and locked) in this message's transaction."""
+async def _open_wizard(ctx: StaffContext) -> tuple[int, wizard.WizardState] | None:
+    """The coordinator's wizard (its version and state), locked in this message's transaction."""
     assert ctx.staff.id is not None
     row = await new_dialogues.load_staff_dialogue(ctx.session, staff_id=ctx.staff.id)
     if row is None or row.flow != BROADCAST_FLOW:
@@ -559,7 +549,7 @@ async def _open_wizard(ctx: StaffContext) -> tuple[StaffDialogue, wizard.WizardS
     state = wizard.WizardState.from_dict(row.data)
     if state.step in (wizard.DONE, wizard.CANCELLED):
         return None  # confirmed: only its send (_send_broadcast) still reads it
-    return row, state
+    return row.version, state
 
 
 async def _wizard_takes(ctx: StaffContext, text: str) -> bool:
@@ -607,7 +597,7 @@ async def cmd_broadcast(ctx: StaffContext, args: str) -> None:
 
 
 async def _wizard_turn(
-    ctx: StaffContext, row: StaffDialogue, state: wizard.WizardState, text: str
+    ctx: StaffContext, version: int, state: wizard.WizardState, text: str
 ) -> None:
     """One coordinator message to the wizard; on confirmation the sending starts.
 
@@ -619,7 +609,7 @@ async def _wizard_turn(
     step = await wizard.advance(ctx.session, ctx.services, state, text)
     if step.finished and not step.send:
         if not await new_dialogues.end_staff_dialogue(
-            ctx.session, staff_id=ctx.staff.id, version=row.version
+            ctx.session, staff_id=ctx.staff.id, version=version
         ):
             raise new_dialogues.StaleDialogue("wizard was moved on by another process")
         await _say_step(ctx, step)
@@ -629,7 +619,7 @@ async def _wizard_turn(
         ctx.session,
         staff_id=ctx.staff.id,
         data=state.to_dict(),
-        expected_version=row.version,
+        expected_version=version,
         at=ctx.services.clock(),
     )
     await _say_step(ctx, step)
