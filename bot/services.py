@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,10 @@ class Services:
     senders: dict[str, ChannelSender] = field(default_factory=dict)
     # Group commits shared by everyone storing the same kind of thing (see bot.handlers.inbound).
     group_commits: dict[str, GroupCommit[Any, Any]] = field(default_factory=dict)
+    # Work a handler starts to run after its transaction (a confirmed broadcast being queued):
+    # held so it is not garbage-collected mid-way, and finished before close() lets go.
+    # Nothing here is needed by another process; the work's outcome is in the database.
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock = system_clock) -> Services:
@@ -43,6 +48,8 @@ class Services:
         )
 
     async def close(self) -> None:
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         for sender in self.senders.values():
             await sender.close()
         await self.engine.dispose()

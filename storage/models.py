@@ -308,6 +308,25 @@ class ConversationState(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class StaffDialogue(SQLModel, table=True):
+    """Where a staff member is in a dialogue (the /broadcast wizard); one at a time.
+
+    Kept here, not in process memory, so that whichever process takes the next message
+    carries on. ``data`` is plain JSON, not ciphertext: it holds what a coordinator typed
+    for a broadcast (a segment expression and the texts every client of the segment will
+    get), never a client's words or case data, and the same texts are stored as plain JSON
+    in ``broadcast.texts`` once sent. A dialogue untouched for a day is forgotten.
+    """
+
+    __tablename__ = "staff_dialogue"
+
+    staff_id: int = Field(foreign_key="staff.id", primary_key=True)
+    flow: str = Field(max_length=32)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = Field(default=1)
+    updated_at: datetime = _ts(index=True)
+
+
 # --------------------------------------------------------------------------- timed work
 
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,7 +25,7 @@ from bot.channels.base import Choice, InboundMessage
 from bot.conversations import broadcast_wizard as wizard
 from bot.conversations import relay
 from bot.services import Services
-from storage import repo
+from storage import new_dialogues, repo
 from storage.db import transaction
 from storage.models import Case, Channel, Client, Direction, Message, OutboxItem, Role, Staff
 
@@ -190,11 +188,8 @@ async def handle_staff_message(
         await _button(ctx, message.choice)
         return
     text = message.text.strip()
-    if ctx.private and _wizard_of(services, staff) is not None:
-        name = split_command(text)[0] if text.startswith("/") else None
-        if name is None or name == "cancel":
-            await _wizard_turn(ctx, text)
-            return
+    if await _wizard_takes(ctx, text):
+        return
     if text.startswith("/"):
         name, args = split_command(text)
         command = COMMANDS.get(name)
@@ -413,8 +408,7 @@ async def _button(ctx: StaffContext, data: str) -> None:
     """A pressed button: 'assign:CASE' opens the picker, 'assignto:CASE:STAFF' assigns."""
     parts = data.split(":")
     if parts[0] == BROADCAST_BUTTON:
-        if ctx.private and _wizard_of(ctx.services, ctx.staff) is not None:
-            await _wizard_turn(ctx, data.partition(":")[2])
+        await _wizard_takes(ctx, data.partition(":")[2])
         return
     if parts[0] not in ("assign", "assignto"):
         return
@@ -528,34 +522,43 @@ PROGRESS_KIND = "bcast.progress"  # outbox.kind holds 16 characters
 PROGRESS_EDIT_KIND = "bcast.edit"
 PROGRESS_WINDOW = timedelta(days=2)
 
-# Wizard states live in memory, per app (Services) and staff id: there is no per-staff
-# table for dialogue state and no migration now. A restart forgets an unfinished wizard
-# (nothing is sent before confirmation, so the coordinator just starts again).
-# Keyed by id(services) and dropped when the Services object goes (Services is a dataclass,
-# so unhashable, and tests build one per app).
-_T = TypeVar("_T")
-_WIZARDS: dict[int, dict[int, dict[str, Any]]] = {}
-_SENDS: dict[int, set[asyncio.Task[None]]] = {}
+# A dialogue untouched this long is forgotten: nothing is sent before confirmation, so a
+# coordinator who comes back later just starts again.
+WIZARD_TTL = timedelta(days=1)
+BROADCAST_FLOW = "broadcast"
 
 
-def _per_app(table: dict[int, _T], services: Services, empty: Callable[[], _T]) -> _T:
-    key = id(services)
-    if key not in table:
-        table[key] = empty()
-        weakref.finalize(services, table.pop, key, None)
-    return table[key]
+async def _open_wizard(ctx: StaffContext) -> tuple[int, wizard.WizardState] | None:
+    """The coordinator's wizard (its version and state), locked in this message's transaction."""
+    assert ctx.staff.id is not None
+    row = await new_dialogues.load_staff_dialogue(ctx.session, staff_id=ctx.staff.id)
+    if row is None or row.flow != BROADCAST_FLOW:
+        return None
+    if row.updated_at < ctx.services.clock() - WIZARD_TTL:
+        await new_dialogues.end_staff_dialogue(
+            ctx.session, staff_id=ctx.staff.id, version=row.version
+        )
+        return None
+    state = wizard.WizardState.from_dict(row.data)
+    if state.step in (wizard.DONE, wizard.CANCELLED):
+        return None  # confirmed: only its send (_send_broadcast) still reads it
+    return row.version, state
 
 
-def _wizard_of(services: Services, staff: Staff) -> dict[str, Any] | None:
-    return _WIZARDS.get(id(services), {}).get(staff.id or 0)
+async def _wizard_takes(ctx: StaffContext, text: str) -> bool:
+    """Hands a private message to the coordinator's open wizard; False when there is none.
 
-
-def _keep_wizard(services: Services, staff: Staff, state: dict[str, Any] | None) -> None:
-    wizards = _per_app(_WIZARDS, services, dict)
-    if state is None:
-        wizards.pop(staff.id or 0, None)
-    else:
-        wizards[staff.id or 0] = state
+    Any command but /cancel leaves the wizard where it is and runs as usual.
+    """
+    if not ctx.private:
+        return False
+    if text.startswith("/") and split_command(text)[0] != "cancel":
+        return False
+    found = await _open_wizard(ctx)
+    if found is None:
+        return False
+    await _wizard_turn(ctx, *found, text)
+    return True
 
 
 async def _say_step(ctx: StaffContext, step: wizard.WizardStep) -> None:
@@ -570,36 +573,75 @@ async def cmd_broadcast(ctx: StaffContext, args: str) -> None:
     if not ctx.private:
         await ctx.say("Use /broadcast in your private chat with me.")
         return
+    assert ctx.staff.id is not None
     step = wizard.start()
-    _keep_wizard(ctx.services, ctx.staff, step.state.to_dict())
+    now = ctx.services.clock()
+    # Abandoned wizards of anyone go here, so their texts do not stay in the table for ever.
+    await new_dialogues.forget_staff_dialogues(ctx.session, before=now - WIZARD_TTL)
+    await new_dialogues.start_staff_dialogue(
+        ctx.session,
+        staff_id=ctx.staff.id,
+        flow=BROADCAST_FLOW,
+        data=step.state.to_dict(),
+        at=now,
+    )
     await ctx.audit("broadcast.wizard", None, detail="started")
     await _say_step(ctx, step)
 
 
-async def _wizard_turn(ctx: StaffContext, text: str) -> None:
-    """One coordinator message to the wizard; on confirmation the sending starts."""
-    data = _wizard_of(ctx.services, ctx.staff)
-    if data is None:
-        return
-    state = wizard.WizardState.from_dict(data)
+async def _wizard_turn(
+    ctx: StaffContext, version: int, state: wizard.WizardState, text: str
+) -> None:
+    """One coordinator message to the wizard; on confirmation the sending starts.
+
+    The new state is saved in this message's transaction: a message Telegram sends again is
+    recognised as stored already and never reaches here, and a message that fails rolls
+    its step back with it.
+    """
+    assert ctx.staff.id is not None
     step = await wizard.advance(ctx.session, ctx.services, state, text)
-    _keep_wizard(ctx.services, ctx.staff, None if step.finished else state.to_dict())
+    if step.finished and not step.send:
+        if not await new_dialogues.end_staff_dialogue(
+            ctx.session, staff_id=ctx.staff.id, version=version
+        ):
+            raise new_dialogues.StaleDialogue("wizard was moved on by another process")
+        await _say_step(ctx, step)
+        return
+    # A confirmed wizard stays, marked done, until its send takes it (below).
+    version = await new_dialogues.save_staff_dialogue(
+        ctx.session,
+        staff_id=ctx.staff.id,
+        data=state.to_dict(),
+        expected_version=version,
+        at=ctx.services.clock(),
+    )
     await _say_step(ctx, step)
     if step.send:
-        # Sent after this message's transaction commits: broadcast.send uses sessions of
-        # its own, and SQLite would wait on the lock this transaction holds.
-        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, state))
-        tasks = _per_app(_SENDS, ctx.services, set)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, version))
+        ctx.services.background.add(task)
+        task.add_done_callback(ctx.services.background.discard)
 
 
-async def _send_broadcast(services: Services, staff: Staff, state: wizard.WizardState) -> None:
-    """Queues the confirmed broadcast and posts the message that will show its progress."""
+async def _send_broadcast(services: Services, staff: Staff, version: int) -> None:
+    """Queues the confirmed broadcast and posts the message that will show its progress.
+
+    broadcast.send commits batch by batch in sessions of its own, so it runs after the
+    confirming message's transaction, not inside it. Taking the confirmed state waits for
+    that transaction (SQLite's write lock, PostgreSQL's row lock) and finds nothing if it
+    rolled back, so a broadcast is queued once, and only once its confirmation is
+    stored. A process that dies between the two forgets it (the coordinator saw no progress
+    message and sends /broadcast again).
+    """
+    assert staff.id is not None
+    async with transaction(services.sessions) as session:
+        row = await new_dialogues.take_staff_dialogue(session, staff_id=staff.id, version=version)
+    if row is None:
+        return
+    state = wizard.WizardState.from_dict(row.data)
     try:
-        row = await wizard.send(services, state, staff_id=staff.id)
-        assert row.id is not None
-        text, done = await wizard.progress(services, row.id)
+        sent = await wizard.send(services, state, staff_id=staff.id)
+        assert sent.id is not None
+        text, done = await wizard.progress(services, sent.id)
         async with transaction(services.sessions) as session:
             await repo.enqueue_staff(
                 session,
@@ -608,8 +650,8 @@ async def _send_broadcast(services: Services, staff: Staff, state: wizard.Wizard
                 text=text,
                 staff=staff,
                 kind=PROGRESS_KIND,
-                dedupe_key=f"broadcast-progress:{row.id}",
-                extra={"broadcast_id": row.id, "shown": text, "done": done},
+                dedupe_key=f"broadcast-progress:{sent.id}",
+                extra={"broadcast_id": sent.id, "shown": text, "done": done},
             )
     except Exception as exc:
         log.error("broadcast from Telegram failed: %s", type(exc).__name__)
@@ -624,8 +666,8 @@ async def _send_broadcast(services: Services, staff: Staff, state: wizard.Wizard
 
 
 async def wait_broadcast_sends(services: Services) -> None:
-    """Waits for broadcasts confirmed in Telegram to be queued (tests, shutdown)."""
-    tasks = list(_SENDS.get(id(services), ()))
+    """Waits for broadcasts confirmed in Telegram through this app to be queued (tests)."""
+    tasks = list(services.background)
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
 

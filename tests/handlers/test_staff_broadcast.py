@@ -3,8 +3,21 @@ place; one SMS per client in their language. Real app, fake Bot API and Twilio."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlmodel import select
+
+from bot.app import create_app
+from bot.channels.telegram import ChatPacer, TelegramSender
 from bot.handlers import staff as staff_handlers
-from tests.fakes.telegram_harness import Harness, Role, User, tg
+from bot.services import Services
+from storage.models import Broadcast, Channel, StaffDialogue
+from tests.fakes.telegram_harness import SECRET, Harness, Role, User, tg
 
 __all__ = ["tg"]
 
@@ -90,3 +103,142 @@ async def test_attorney_broadcast_is_refused_and_audited(tg: Harness) -> None:
     assert "Who should get it?" not in await _say(tg, MARIA, "all")
     await tg.settle()
     assert tg.twilio.sent_to(EN_PHONE) == []
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+@dataclass
+class Process:
+    """One `probono serve` behind the load balancer: its own app, Services and engine."""
+
+    services: Services
+    http: TestClient[Any, Any]
+
+
+@asynccontextmanager
+async def _another_process(tg: Harness) -> AsyncIterator[Process]:
+    """A second app on the harness's database, fakes and clock."""
+    services = Services.build(tg.services.settings, clock=tg.clock)
+    app = create_app(tg.services.settings, services=services)
+    try:
+        async with TestClient(TestServer(app)) as http:
+            sender = services.senders[Channel.TELEGRAM]
+            assert isinstance(sender, TelegramSender)
+            sender.pacer = ChatPacer(burst=1000)
+            yield Process(services, http)
+    finally:
+        await services.close()
+
+
+async def _post(tg: Harness, to: Process, update: dict[str, Any]) -> str:
+    """Delivers an update to one process; returns the bot's last answer in that chat."""
+    resp = await to.http.post(
+        "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    )
+    assert resp.status == 200, await resp.text()
+    await tg.settle()
+    chat_id = int((update.get("message") or update["callback_query"])["from"]["id"])
+    return str(tg.fake.sent(chat_id)[-1].text)
+
+
+async def _dialogue(tg: Harness, staff_id: int | None) -> StaffDialogue | None:
+    async with tg.services.sessions() as session:
+        return await session.get(StaffDialogue, staff_id)
+
+
+async def test_wizard_steps_alternate_between_two_processes_and_send_once(tg: Harness) -> None:
+    carla = await tg.add_staff("Carla Reyes", Role.COORDINATOR, CARLA.id)
+    for phone, lang in ((EN_PHONE, "en"), (ES_PHONE, "es")):
+        await tg.open_case(await tg.add_sms_client(phone, name="Client", language=lang))
+    async with _another_process(tg) as other:
+        one = Process(tg.services, tg.http)
+        assert "Who should get it?" in await _post(tg, one, tg.updates.text(CARLA, "/broadcast"))
+        shown = await _post(tg, other, tg.updates.text(CARLA, "all"))
+        assert "2 clients match all" in shown
+        row = await _dialogue(tg, carla.id)
+        assert row is not None and row.data["segment"] == "all"
+        for process in (one, other):
+            lang = "es" if "(es)" in shown.splitlines()[-1] else "en"
+            shown = await _post(tg, process, tg.updates.text(CARLA, TEXTS[lang]))
+        assert "Recipients: 2" in shown and "yes / no" in shown
+
+        # Confirmed with the button through one process; Telegram resends the same update
+        # and the other process gets it too.
+        yes = tg.updates.callback(CARLA, f"{staff_handlers.BROADCAST_BUTTON}:yes")
+        await _post(tg, one, yes)
+        await _post(tg, other, yes)
+        for process in (one, other):
+            await staff_handlers.wait_broadcast_sends(process.services)
+        await tg.settle()
+        for _ in range(20):
+            if not await staff_handlers.report_broadcasts(other.services):
+                break
+            await tg.settle()
+
+        # The wizard is over in both processes.
+        assert "Who should get it?" not in await _post(tg, other, tg.updates.text(CARLA, "all"))
+        assert "Who should get it?" not in await _post(tg, one, tg.updates.text(CARLA, "all"))
+
+    assert await _dialogue(tg, carla.id) is None
+    async with tg.services.sessions() as session:
+        broadcasts = (await session.exec(select(Broadcast))).all()
+    assert [(b.segment, b.texts, b.created_by_staff_id) for b in broadcasts] == [
+        ("all", TEXTS, carla.id)
+    ]
+    (en,) = [m.body for m in tg.twilio.sent_to(EN_PHONE)]
+    (es,) = [m.body for m in tg.twilio.sent_to(ES_PHONE)]
+    assert en.startswith(TEXTS["en"]) and es.startswith(TEXTS["es"])
+    assert [c.text for c in tg.fake.sent(CARLA.id)].count("Sending...") == 1
+    progress = [c for c in tg.fake.sent(CARLA.id) if c.text.startswith("Broadcast ")]
+    assert len(progress) == 1
+    sends = [a for a in await tg.audits("broadcast.send") if a.actor_id == carla.id]
+    assert len(sends) == 1
+
+
+async def test_a_wizard_abandoned_for_a_day_is_forgotten(tg: Harness) -> None:
+    carla = await tg.add_staff("Carla Reyes", Role.COORDINATOR, CARLA.id)
+    await tg.open_case(await tg.add_sms_client(EN_PHONE, language="en"))
+    await _say(tg, CARLA, "/broadcast")
+    assert "1 clients match all" in await _say(tg, CARLA, "all")
+    tg.clock.advance(hours=23)
+    assert "Send the text in" in await _say(tg, CARLA, "skip")  # still there after 23 hours
+
+    tg.clock.advance(hours=24, minutes=1)
+    answer = await _say(tg, CARLA, "The office is closed Monday.")
+    assert answer == staff_handlers.COORDINATOR_HELP
+    assert await _dialogue(tg, carla.id) is None
+    await tg.settle()
+    assert tg.twilio.sent_to(EN_PHONE) == []
+
+
+async def test_a_confirmation_rolled_back_sends_nothing(
+    tg: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tg.add_staff("Carla Reyes", Role.COORDINATOR, CARLA.id)
+    await tg.open_case(await tg.add_sms_client(EN_PHONE, language="en"))
+    await _say(tg, CARLA, "/broadcast")
+    await _say(tg, CARLA, "all")
+    assert "yes / no" in await _say(tg, CARLA, TEXTS["en"])
+
+    handle = staff_handlers.handle_staff_message
+
+    async def handle_then_fail(*args: Any, **kw: Any) -> None:
+        await handle(*args, **kw)  # the send is started here...
+        raise RuntimeError("the message's transaction fails")  # ...and its step rolled back
+
+    monkeypatch.setattr(staff_handlers, "handle_staff_message", handle_then_fail)
+    assert "did not work" in await _say(tg, CARLA, "yes")
+    await staff_handlers.wait_broadcast_sends(tg.services)
+    await tg.settle()
+    assert tg.twilio.sent_to(EN_PHONE) == []
+    async with tg.services.sessions() as session:
+        assert (await session.exec(select(Broadcast))).all() == []
+
+    # The wizard still waits for the confirmation, and a confirmation that is stored sends.
+    monkeypatch.undo()
+    await _say(tg, CARLA, "yes")
+    await staff_handlers.wait_broadcast_sends(tg.services)
+    await tg.settle()
+    (en,) = [m.body for m in tg.twilio.sent_to(EN_PHONE)]
+    assert en.startswith(TEXTS["en"])

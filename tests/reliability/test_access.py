@@ -16,7 +16,7 @@ from bot.conversations import relay
 from bot.handlers import staff as staff_handlers
 from storage import repo
 from storage.db import transaction
-from storage.models import Appointment, AuditLog, Case, Role, Staff
+from storage.models import Appointment, AuditLog, Case, Role, Staff, StaffDialogue
 from tests.fakes.telegram_harness import Harness, User, tg
 from tests.reliability.conftest import say
 
@@ -404,7 +404,8 @@ async def test_access_cell(tg: Harness, role: str, action: str, expected: str) -
         before.victim_sms,
     ), f"{role} {action} changed the case or reached its client"
     if staff is not None:
-        assert staff_handlers._wizard_of(tg.services, staff) is None
+        async with tg.services.sessions() as session:
+            assert await session.get(StaffDialogue, staff.id) is None, "a wizard was opened"
     granted = [a for a in audits if a.allowed and a.case_id == w.case_id]
     assert not granted, f"{role} {action}: access to the case was granted: {granted!r}"
     assert seen, f"{role} {action}: no answer at all"

@@ -26,6 +26,7 @@ from storage.models import (
     OutboxItem,
     ScheduledItem,
     Staff,
+    StaffDialogue,
 )
 
 # Written in New York time on purpose: the store must hand back the same instant, in UTC.
@@ -92,6 +93,10 @@ def _rows() -> list[SQLModel]:
             client_id=1, flow="intake", state="income", data_enc=b"\x02data",
             history=["start", "zip"], version=3, nudged_at=t, updated_at=later,
         ),
+        StaffDialogue(
+            staff_id=1, flow="broadcast", data={"step": "texts", "texts": {"es": "Hola ñ"}},
+            version=4, updated_at=later,
+        ),
         ScheduledItem(
             id=1, kind="reminder", unique_key="reminder:1:1d", due_at=t, status="claimed",
             client_id=1, case_id=1, appointment_id=1, broadcast_id=1, payload={"offset": 86400},
@@ -118,7 +123,7 @@ async def test_every_table_round_trips(services: Services) -> None:
     async with services.sessions() as session:
         for row, expected in zip(rows, written, strict=True):
             model = type(row)
-            pk: Any = expected.get("id", expected.get("client_id"))
+            pk: Any = expected.get("id", expected.get("client_id", expected.get("staff_id")))
             loaded = await session.get(model, pk)
             assert loaded is not None, model.__name__
             got = loaded.model_dump()
