@@ -502,7 +502,7 @@ async def test_a_claim_finds_rows_behind_one_clients_long_queue(
     # Ten messages of one client fill the head of the queue; another client's message waits
     # behind them. The claim must not stop at the head just because the first ten are one
     # client's (they go one at a time).
-    monkeypatch.setattr(repo, "CLAIM_WINDOW", 1)
+    monkeypatch.setattr(repo.outbox, "CLAIM_WINDOW", 1)
     busy = await env.client(_phone(1))
     first = [await env.queue(busy, f"part {i}") for i in range(10)]
     other = await env.queue(await env.client(_phone(2)), "your hearing moved")
