@@ -385,9 +385,12 @@ class RecordingTelegram(ChannelSender):
 async def test_staff_rows_wait_for_a_telegram_sender(env: Env) -> None:
     async with env.services.sessions() as session, session.begin():
         await repo.enqueue_staff(
-            session, vault=env.services.vault, text="New urgent intake: K7M-4PX", chat_id=-100123
+            session,
+            vault=env.services.vault,
+            text="New urgent intake: K7M-4PX",
+            chat_id=-100123,
+            due_at=env.clock(),
         )
-    env.clock.set(datetime.now(UTC) + timedelta(seconds=1))  # enqueue_staff stamps real time
     d = env.dispatcher()
     await d.drain()
     (row,) = await env.outbox()

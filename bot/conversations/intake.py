@@ -412,11 +412,13 @@ async def track_progress(turn: Turn, progress: Progress, *, finished: bool, nudg
     if finished or nudged or not progress.answers.get("consent"):
         await repo.cancel_scheduled_item(turn.session, unique_key=key, at=turn.services.clock())
         return
-    await repo.schedule_item(
+    now = turn.services.clock()
+    await repo.upsert_scheduled(
         turn.session,
         kind=ScheduleKind.INTAKE_NUDGE,
         unique_key=key,
-        due_at=turn.services.clock() + NUDGE_AFTER,
+        due_at=now + NUDGE_AFTER,
+        now=now,
         client_id=client.id,
     )
 

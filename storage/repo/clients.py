@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlmodel import col, select
@@ -19,6 +19,7 @@ from storage.models import (
     OutboxItem,
     OutboxStatus,
 )
+from storage.repo.common import chunked
 from storage.types import utcnow
 
 
@@ -357,3 +358,25 @@ def pin_matches(client: Client, pin: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(got.hex(), digest)
+
+
+async def clients_by_id(session: AsyncSession, *, ids: Iterable[int]) -> dict[int, Client]:
+    """These clients, by id (ids that match no client are left out)."""
+    out: dict[int, Client] = {}
+    for chunk in chunked(ids):
+        rows = await session.exec(select(Client).where(col(Client.id).in_(chunk)))
+        out.update({c.id: c for c in rows.all() if c.id is not None})
+    return out
+
+
+async def identities_of_clients(
+    session: AsyncSession, *, client_ids: Iterable[int]
+) -> list[ChannelIdentity]:
+    """Every channel identity of these clients."""
+    out: list[ChannelIdentity] = []
+    for chunk in chunked(client_ids):
+        rows = await session.exec(
+            select(ChannelIdentity).where(col(ChannelIdentity.client_id).in_(chunk))
+        )
+        out.extend(rows.all())
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -19,3 +20,13 @@ async def preload(session: AsyncSession, statement: Any) -> None:
     """
     rows = (await session.exec(statement)).all()
     session.info.setdefault("preloaded", []).extend(rows)
+
+
+CHUNK = 500  # ids per IN (...) list: well inside SQLite's and asyncpg's parameter limits
+
+
+def chunked(ids: Iterable[int], size: int = CHUNK) -> Iterator[list[int]]:
+    """The ids, sorted and deduplicated, in lists short enough for one IN (...) each."""
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]

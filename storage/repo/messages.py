@@ -222,3 +222,29 @@ async def wrote_since(session: AsyncSession, *, client_id: int, message_id: int)
         .limit(1)
     )
     return found is not None
+
+
+def mark_inbound_processed(session: AsyncSession, *, msg: Message, now: datetime) -> None:
+    """An inbound message needs no more handling (a provider's STOP event, say)."""
+    msg.status = MessageStatus.PROCESSED
+    msg.processed_at = now
+    session.add(msg)
+
+
+async def record_inbound_failure(
+    session: AsyncSession, *, message_id: int, max_attempts: int, now: datetime
+) -> bool:
+    """Count a failed attempt at a received message; after ``max_attempts`` it is failed.
+
+    True when this attempt failed it for good (a person has to look at it).
+    """
+    msg = await session.get(Message, message_id)
+    if msg is None or msg.status != MessageStatus.RECEIVED:
+        return False
+    msg.attempts += 1
+    msg.updated_at = now
+    failed = msg.attempts >= max_attempts
+    if failed:
+        msg.status = MessageStatus.FAILED
+    session.add(msg)
+    return failed

@@ -322,3 +322,143 @@ async def outbox_items_of_kind(
         .limit(limit)
     )
     return rows.all()
+
+
+# Row-status transitions of a claimed row and its message. They change the objects the
+# dispatcher holds (already in the session, often preloaded) rather than issuing statements,
+# so a batch of outcomes is written in one flush.
+
+
+def mark_outbox_sending(
+    session: AsyncSession, *, item: OutboxItem, msg: Message, now: datetime
+) -> None:
+    """A claimed row is about to be handed to its channel: one more attempt."""
+    msg.status = MessageStatus.SENDING
+    msg.attempts += 1
+    msg.updated_at = now
+    item.attempts += 1
+    session.add(msg)
+    session.add(item)
+
+
+def hold_outbox_until(session: AsyncSession, *, item: OutboxItem, until: datetime) -> None:
+    """Give a claimed row back, due again at ``until`` (quiet hours): not an attempt."""
+    item.status = OutboxStatus.PENDING
+    item.due_at = until
+    item.claimed_by = None
+    item.lease_until = None
+    session.add(item)
+
+
+def skip_outbox(
+    session: AsyncSession,
+    *,
+    item: OutboxItem,
+    msg: Message | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Nothing will be sent for this row (opted out, erased, no address); ``reason`` says why."""
+    item.status = OutboxStatus.SKIPPED
+    item.lease_until = None
+    item.last_error = reason
+    session.add(item)
+    if msg is not None:
+        msg.status = MessageStatus.CANCELLED
+        msg.updated_at = now
+        session.add(msg)
+
+
+def fail_outbox_unprepared(session: AsyncSession, *, item: OutboxItem, reason: str) -> None:
+    """A claimed row that could not even be prepared (unreadable key, bad time zone)."""
+    item.status = OutboxStatus.FAILED
+    item.lease_until = None
+    item.last_error = reason
+    session.add(item)
+
+
+def mark_outbox_sent(
+    session: AsyncSession,
+    *,
+    item: OutboxItem,
+    msg: Message,
+    provider_id: str | None,
+    now: datetime,
+) -> None:
+    """The channel took the message; ``provider_id`` is how its delivery reports name it."""
+    item.status = OutboxStatus.SENT
+    item.sent_at = now
+    item.lease_until = None
+    item.last_error = None
+    msg.provider_id = provider_id
+    msg.status = MessageStatus.SENT
+    msg.error_code = None
+    msg.updated_at = now
+    session.add(item)
+    session.add(msg)
+
+
+def _record_send_error(
+    item: OutboxItem, msg: Message, *, error: str, error_code: str, now: datetime
+) -> None:
+    item.lease_until = None
+    item.last_error = error[:200]
+    msg.error_code = error_code[:32]
+    msg.updated_at = now
+
+
+async def retry_outbox_at(
+    session: AsyncSession,
+    *,
+    item: OutboxItem,
+    msg: Message,
+    due_at: datetime,
+    error: str,
+    error_code: str,
+    now: datetime,
+) -> None:
+    """A send failed for now: pending again at ``due_at``, the client's later rows behind it."""
+    _record_send_error(item, msg, error=error, error_code=error_code, now=now)
+    item.status = OutboxStatus.PENDING
+    item.due_at = due_at
+    item.claimed_by = None
+    msg.status = MessageStatus.QUEUED
+    await delay_later_rows(session, item=item, until=due_at)
+    session.add(item)
+    session.add(msg)
+
+
+def mark_outbox_failed(
+    session: AsyncSession,
+    *,
+    item: OutboxItem,
+    msg: Message,
+    error: str,
+    error_code: str,
+    now: datetime,
+) -> None:
+    """A send failed for good (refused, or out of tries)."""
+    _record_send_error(item, msg, error=error, error_code=error_code, now=now)
+    item.status = OutboxStatus.FAILED
+    msg.status = MessageStatus.FAILED
+    session.add(item)
+    session.add(msg)
+
+
+def hold_outbox_for_review(
+    session: AsyncSession,
+    *,
+    item: OutboxItem,
+    msg: Message | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Whether it went out is unknown: a person decides; never resent blindly."""
+    item.status = OutboxStatus.REVIEW
+    item.lease_until = None
+    item.last_error = reason[:200]
+    session.add(item)
+    if msg is not None:
+        msg.status = MessageStatus.REVIEW
+        msg.updated_at = now
+        session.add(msg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
@@ -16,6 +16,79 @@ from storage.models import (
 )
 from storage.types import utcnow
 
+IfExists = Literal["replace", "move_if_pending", "keep"]
+
+
+async def upsert_scheduled(
+    session: AsyncSession,
+    *,
+    kind: str,
+    unique_key: str,
+    due_at: datetime,
+    now: datetime,
+    if_exists: IfExists = "replace",
+    status: str = ScheduleStatus.PENDING,
+    client_id: int | None = None,
+    case_id: int | None = None,
+    appointment_id: int | None = None,
+    broadcast_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+) -> int | None:
+    """The one way to plan a timed row: create the row with this key, or, when it exists,
+
+    - ``replace``: plan it afresh (every field, ``status`` again, any claim on it dropped);
+    - ``move_if_pending``: move its due time, if it has not been taken yet;
+    - ``keep``: leave it as it is, whatever its status.
+
+    One INSERT ... ON CONFLICT, so two processes planning the same key make one row. A row
+    planned in another status than pending (a reminder whose time has passed) is done at
+    ``now``. Returns the row's id, or None when an existing row was left alone.
+    """
+    values: dict[str, Any] = {
+        "kind": kind,
+        "unique_key": unique_key,
+        "due_at": due_at,
+        "status": status,
+        "client_id": client_id,
+        "case_id": case_id,
+        "appointment_id": appointment_id,
+        "broadcast_id": broadcast_id,
+        "payload": payload,
+        "lease_until": None,
+        "done_at": None if status == ScheduleStatus.PENDING else now,
+        "created_at": now,
+    }
+    stmt: Any
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(ScheduledItem).values(**values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(ScheduledItem).values(**values)
+    if if_exists == "keep":
+        stmt = stmt.on_conflict_do_nothing(index_elements=["unique_key"])
+    elif if_exists == "move_if_pending":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["unique_key"],
+            set_={"due_at": due_at},
+            where=col(ScheduledItem.status) == ScheduleStatus.PENDING,
+        )
+    else:
+        planned = {k: v for k, v in values.items() if k not in ("unique_key", "created_at")}
+        stmt = stmt.on_conflict_do_update(index_elements=["unique_key"], set_=planned)
+    result = await session.exec(stmt.returning(col(ScheduledItem.id)))
+    row_id: int | None = result.scalar_one_or_none()
+    if row_id is not None:
+        # The statement bypassed the session: a copy of the row it holds would be stale.
+        held = session.sync_session.identity_map.get(
+            session.sync_session.identity_key(ScheduledItem, row_id)
+        )
+        if held is not None:
+            await session.refresh(held)
+    return row_id
+
 
 async def schedule_item(
     session: AsyncSession,
@@ -26,22 +99,21 @@ async def schedule_item(
     client_id: int | None = None,
     case_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> ScheduledItem:
-    """Create the one row with this key, or move it back to pending at ``due_at``."""
-    item = (
-        await session.exec(select(ScheduledItem).where(ScheduledItem.unique_key == unique_key))
-    ).first()
-    if item is None:
-        item = ScheduledItem(kind=kind, unique_key=unique_key, due_at=due_at)
-    item.due_at = due_at
-    item.status = ScheduleStatus.PENDING
-    item.client_id = client_id
-    item.case_id = case_id
-    item.payload = payload
-    item.lease_until = None
-    item.done_at = None
-    session.add(item)
-    await session.flush()
+    """``upsert_scheduled`` replacing any row with this key; returns the row."""
+    row_id = await upsert_scheduled(
+        session,
+        kind=kind,
+        unique_key=unique_key,
+        due_at=due_at,
+        now=now or utcnow(),
+        client_id=client_id,
+        case_id=case_id,
+        payload=payload,
+    )
+    item = await session.get(ScheduledItem, row_id)
+    assert item is not None
     return item
 
 
@@ -184,32 +256,21 @@ async def schedule_once(
     client_id: int | None = None,
     case_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> bool:
-    """Create the row with this key unless it exists (whatever its status); True if created.
-
-    INSERT ... ON CONFLICT DO NOTHING, so two processes planning the same row make one.
-    """
-    values = {
-        "kind": kind,
-        "unique_key": unique_key,
-        "due_at": due_at,
-        "status": ScheduleStatus.PENDING,
-        "client_id": client_id,
-        "case_id": case_id,
-        "payload": payload,
-        "created_at": utcnow(),
-    }
-    stmt: Any
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(ScheduledItem).values(**values)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(ScheduledItem).values(**values)
-    result = await session.exec(stmt.on_conflict_do_nothing(index_elements=["unique_key"]))
-    return bool(result.rowcount)
+    """``upsert_scheduled`` keeping any row with this key; True if the row was created."""
+    row_id = await upsert_scheduled(
+        session,
+        kind=kind,
+        unique_key=unique_key,
+        due_at=due_at,
+        now=now or utcnow(),
+        if_exists="keep",
+        client_id=client_id,
+        case_id=case_id,
+        payload=payload,
+    )
+    return row_id is not None
 
 
 async def latest_prompt(
@@ -227,3 +288,21 @@ async def latest_prompt(
         .order_by(col(ScheduledItem.done_at).desc(), col(ScheduledItem.id).desc())
         .limit(1)
     )
+
+
+def settle_scheduled_item(
+    session: AsyncSession, *, item: ScheduledItem, status: str, now: datetime
+) -> None:
+    """Record how a taken row's work ended: done, skipped or cancelled, at ``now``."""
+    item.status = status
+    item.done_at = now
+    session.add(item)
+
+
+def withdraw_scheduled_item(session: AsyncSession, *, item: ScheduledItem, now: datetime) -> bool:
+    """Cancel a row not yet run; a claimed one loses its claim and is not run. True if withdrawn."""
+    if item.status not in (ScheduleStatus.PENDING, ScheduleStatus.CLAIMED):
+        return False
+    item.status, item.done_at, item.lease_until = ScheduleStatus.CANCELLED, now, None
+    session.add(item)
+    return True
