@@ -199,8 +199,7 @@ async def pin_wanted(step: Step) -> str | None:
 async def save_pin(step: Step) -> str | None:
     """Keeps only the PIN's hash on the client; the digits are never stored or repeated."""
     client = step.turn.client
-    repo.set_pin(client, str(step.value))
-    client.updated_at = step.turn.services.clock()
+    repo.set_pin(client, str(step.value), at=step.turn.services.clock())
     step.turn.session.add(client)
     step.value = None
     return None
@@ -271,7 +270,7 @@ async def create_case(step: Step) -> str | None:
     answers = engine.live_answers(progress.answers)
     name = str(answers.get("name") or "").strip()
     if name:
-        repo.set_client_name(vault, client, name)
+        repo.set_client_name(vault, client, name, at=services.clock())
     reasons = urgency_reasons(answers, _today(turn))
     elig: dict[str, Any] | None = None
     try:

@@ -187,10 +187,10 @@ async def get_or_create_client(
     return client, ident, True
 
 
-def set_client_name(vault: Vault, client: Client, name: str) -> None:
+def set_client_name(vault: Vault, client: Client, name: str, *, at: datetime | None = None) -> None:
     client.name_enc = client_key(vault, client).seal_text(name, "client.name")
     client.name_hash = client_name_hash(vault, name)
-    client.updated_at = utcnow()
+    client.updated_at = at or utcnow()
 
 
 def client_name_index_kind() -> str:
@@ -343,9 +343,9 @@ def hash_pin(pin: str) -> str:
     return f"pbkdf2_sha256${_PIN_ITERATIONS}${salt.hex()}${digest.hex()}"
 
 
-def set_pin(client: Client, pin: str) -> None:
+def set_pin(client: Client, pin: str, *, at: datetime | None = None) -> None:
     client.pin_hash = hash_pin(pin)
-    client.updated_at = utcnow()
+    client.updated_at = at or utcnow()
 
 
 def pin_matches(client: Client, pin: str) -> bool:

@@ -248,3 +248,31 @@ async def record_inbound_failure(
         msg.status = MessageStatus.FAILED
     session.add(msg)
     return failed
+
+
+# Provider statuses in the order a sent message moves through them; a late delivery report
+# never moves a message backwards (reports can arrive out of order).
+_DELIVERY_RANK = {
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+    "canceled": 4,
+}
+
+
+def record_delivery_report(
+    session: AsyncSession, *, msg: Message, status: str, error_code: str | None, now: datetime
+) -> None:
+    """A provider's word on a sent message: its status, unless that would be a step back."""
+    if _DELIVERY_RANK.get(status, 1) >= _DELIVERY_RANK.get(msg.status, 0):
+        msg.status = status
+    if error_code:
+        msg.error_code = error_code
+    msg.updated_at = now
+    session.add(msg)
