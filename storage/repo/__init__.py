@@ -1,4 +1,4 @@
-"""Database access: plain keyword-only functions that take the session first, one module per entity.
+"""Database access by entity: plain keyword-only functions that take the session first.
 
 Everything that reads or writes a client's fields goes through here, so encryption,
 blind indexes and erasure are handled in one place. Every public name of the modules is
