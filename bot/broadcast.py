@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, update
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import sms_text
@@ -23,19 +21,12 @@ from bot.i18n import LANGUAGES, available_languages
 from bot.outgoing import render_text
 from storage import repo
 from storage.models import (
-    Appointment,
     Broadcast,
-    Case,
     Channel,
-    ChannelIdentity,
-    Client,
-    Message,
     MessageStatus,
-    OutboxItem,
     OutboxStatus,
     Priority,
     ScheduledItem,
-    ScheduleKind,
     ScheduleStatus,
 )
 
@@ -51,7 +42,6 @@ SEGMENT_MAX = 256  # Broadcast.segment
 STATUS_MAX = 64  # Case.status
 _CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CHUNK = 500  # ids per IN (...) list: well inside SQLite's and asyncpg's parameter limits
 
 # Why a selected client gets nothing. Kept short: they are stored in outbox.last_error.
 SKIP_OPTED_OUT = "opted out"
@@ -60,7 +50,13 @@ SKIP_ERASED = "client erased"  # the dispatcher's words, so reports group them t
 SKIP_NO_ADDRESS = "no address"
 
 # Broadcast.status
-DRAFT, SCHEDULED, SENDING, DONE, CANCELLED = "draft", "scheduled", "sending", "done", "cancelled"
+DRAFT, SCHEDULED, SENDING, DONE, CANCELLED = (
+    repo.BroadcastStatus.DRAFT,
+    repo.BroadcastStatus.SCHEDULED,
+    repo.BroadcastStatus.SENDING,
+    repo.BroadcastStatus.DONE,
+    repo.BroadcastStatus.CANCELLED,
+)
 
 
 class SegmentError(ValueError):
@@ -314,11 +310,6 @@ def clean_texts(texts: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _chunks(ids: Sequence[int], size: int = _CHUNK) -> Iterable[list[int]]:
-    for start in range(0, len(ids), size):
-        yield list(ids[start : start + size])
-
-
 async def _case_client_ids(
     session: AsyncSession, services: Services, seg: Segment
 ) -> set[int] | None:
@@ -333,35 +324,20 @@ async def _case_client_ids(
         if staff is None:
             raise SegmentError(f"attorney={seg.attorney}: no active staff with that Telegram id")
         staff_id = staff.id
-    conds: list[Any] = [col(Case.closed).is_(False)]
-    if seg.category is not None:
-        conds.append(col(Case.category) == seg.category)
-    if seg.status is not None:
-        # Statuses are free text typed by people: compare without regard to case.
-        conds.append(func.lower(col(Case.status)) == seg.status.lower())
-    if staff_id is not None:
-        conds.append(col(Case.assigned_staff_id) == staff_id)
     if seg.appointment_date is None:
-        rows = await session.exec(select(Case.client_id).where(*conds).distinct())
-        return set(rows.all())
+        return await repo.clients_with_open_case(
+            session, category=seg.category, status=seg.status, staff_id=staff_id
+        )
     # The date is the client's local date: look at a UTC window wide enough for every zone
     # (UTC-12 to UTC+14) and keep the appointments whose local date is the one asked.
     day = seg.appointment_date
     lo = datetime.combine(day, time(0), tzinfo=UTC) - timedelta(hours=14)
     hi = datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC) + timedelta(hours=12)
-    pairs = await session.exec(
-        select(Case.client_id, Appointment.starts_at, Client.timezone)
-        .join(Appointment, col(Appointment.case_id) == col(Case.id))
-        .join(Client, col(Client.id) == col(Case.client_id))
-        .where(
-            *conds,
-            col(Appointment.status) == "scheduled",
-            col(Appointment.starts_at) >= lo,
-            col(Appointment.starts_at) < hi,
-        )
-    )
     out: set[int] = set()
-    for client_id, starts_at, tz in pairs.all():
+    appointments = await repo.open_case_appointments_between(
+        session, start=lo, end=hi, category=seg.category, status=seg.status, staff_id=staff_id
+    )
+    for client_id, starts_at, tz in appointments:
         if starts_at.astimezone(_zone(tz, services)).date() == day:
             out.add(client_id)
     return out
@@ -397,49 +373,31 @@ async def _candidates(session: AsyncSession, services: Services, seg: Segment) -
     """Every client the segment selects, once each, with their identities."""
     by_case = await _case_client_ids(session, services, seg)
     default = services.settings.default_language
-    base = select(Client.id, Client.language, Client.wrapped_key, Client.discreet)
-    if seg.language is not None:
-        lang_cond: Any = col(Client.language) == seg.language
-        if seg.language == default:
-            lang_cond = lang_cond | col(Client.language).is_(None) | (col(Client.language) == "")
-        base = base.where(lang_cond)
-    rows: list[Any] = []
-    if by_case is None:
-        rows = list((await session.exec(base.order_by(col(Client.id)))).all())
-    else:
-        for chunk in _chunks(sorted(by_case)):
-            rows += (await session.exec(base.where(col(Client.id).in_(chunk)))).all()
-    found = {
-        cid: _Candidate(cid, lang or default, wrapped is None, bool(discreet))
-        for cid, lang, wrapped, discreet in rows
-    }
+    rows = await repo.segment_clients(
+        session,
+        language=seg.language,
+        unset_language_matches=seg.language == default,
+        client_ids=by_case,
+    )
+    found = {c.id: _Candidate(c.id, c.language or default, c.erased, c.discreet) for c in rows}
     if not found:
         return []
     ids = sorted(found)
     # A discreet case makes its client discreet for broadcasts, whatever the segment.
-    for chunk in _chunks(ids):
-        discreet = await session.exec(
-            select(Case.client_id)
-            .where(col(Case.discreet), col(Case.closed).is_(False), col(Case.client_id).in_(chunk))
-            .distinct()
-        )
-        for cid in discreet.all():
-            found[cid].discreet = True
-        idents = await session.exec(
-            select(ChannelIdentity).where(col(ChannelIdentity.client_id).in_(chunk))
-        )
-        for i in idents.all():
-            assert i.id is not None
-            found[i.client_id].identities.append(
-                _Ident(
-                    i.id,
-                    i.channel,
-                    i.opted_out_at is not None,
-                    i.last_inbound_at,
-                    i.created_at,
-                    i.notice_sent_at is not None,
-                )
+    for cid in await repo.clients_with_discreet_open_case(session, client_ids=ids):
+        found[cid].discreet = True
+    for i in await repo.identities_of_clients(session, client_ids=ids):
+        assert i.id is not None
+        found[i.client_id].identities.append(
+            _Ident(
+                i.id,
+                i.channel,
+                i.opted_out_at is not None,
+                i.last_inbound_at,
+                i.created_at,
+                i.notice_sent_at is not None,
             )
+        )
     return [found[cid] for cid in ids]
 
 
@@ -618,11 +576,11 @@ def dedupe_key(broadcast_id: int, client_id: int) -> str:
 
 
 def schedule_key(broadcast_id: int) -> str:
-    return f"{KIND}:{broadcast_id}"
+    return repo.broadcast_schedule_key(broadcast_id)
 
 
 async def get(session: AsyncSession, broadcast_id: int) -> Broadcast:
-    row = await session.get(Broadcast, broadcast_id)
+    row = await repo.get_broadcast(session, broadcast_id=broadcast_id)
     if row is None:
         raise BroadcastError(f"no broadcast {broadcast_id}")
     return row
@@ -654,34 +612,25 @@ async def enqueue(
         if row.status == CANCELLED:
             raise BroadcastError(f"broadcast {row.id} was cancelled")
     else:
-        row = Broadcast(
+        row = await repo.create_broadcast(
+            session,
             segment=plan.segment.expression(),
             texts=plan.texts,
             fallback_language=plan.fallback_language,
             discreet_safe=plan.discreet_safe,
-            created_by_staff_id=staff_id,
-            status=DRAFT,
-            created_at=now,
+            staff_id=staff_id,
+            now=now,
         )
-        session.add(row)
-        await session.flush()
         assert row.id is not None
         plan.broadcast_id = row.id
     assert row.id is not None
     if at is not None and at > now:
-        row.status = SCHEDULED
-        row.scheduled_at = at
-        session.add(row)
-        await _schedule(session, row, at)
-        await session.flush()
+        await repo.schedule_broadcast(session, broadcast=row, at=at, now=now)
         if commit_batches:
             await session.commit()
         log.info("broadcast %s scheduled", row.id)
         return row
-    row.status = SENDING
-    row.recipients = len(plan.recipients)
-    session.add(row)
-    await session.flush()
+    await repo.start_sending_broadcast(session, broadcast=row, recipients=len(plan.recipients))
     if commit_batches:
         await session.commit()
     broadcast_id = row.id
@@ -693,7 +642,7 @@ async def enqueue(
     total, written = len(todo), 0
     for start in range(0, total, BATCH_SIZE):
         batch = todo[start : start + BATCH_SIZE]
-        clients = await _clients(session, [cid for cid, _ in batch])
+        clients = await repo.clients_by_id(session, ids=[cid for cid, _ in batch])
         messages = []
         for client_id, who in batch:
             text = reason = None
@@ -720,6 +669,7 @@ async def enqueue(
             priority=Priority.BROADCAST,
             due_at=now,
             broadcast_id=broadcast_id,
+            now=now,
         )
         if commit_batches:
             await session.commit()
@@ -764,28 +714,6 @@ async def send(
     return row
 
 
-async def _clients(session: AsyncSession, ids: Sequence[int]) -> dict[int, Client]:
-    out: dict[int, Client] = {}
-    for chunk in _chunks(sorted(set(ids))):
-        rows = await session.exec(select(Client).where(col(Client.id).in_(chunk)))
-        out.update({c.id: c for c in rows.all() if c.id is not None})
-    return out
-
-
-async def _schedule(session: AsyncSession, row: Broadcast, at: datetime) -> None:
-    """One scheduled item per broadcast: moving the time updates it rather than adding one."""
-    assert row.id is not None
-    key = schedule_key(row.id)
-    item = await session.scalar(select(ScheduledItem).where(ScheduledItem.unique_key == key))
-    if item is None:
-        item = ScheduledItem(
-            kind=ScheduleKind.BROADCAST, unique_key=key, due_at=at, broadcast_id=row.id
-        )
-    elif item.status == ScheduleStatus.PENDING:
-        item.due_at = at
-    session.add(item)
-
-
 async def replan(session: AsyncSession, services: Services, broadcast_id: int) -> Plan:
     """The plan of a stored broadcast, worked out again now (who opted out since, and so on)."""
     row = await get(session, broadcast_id)
@@ -824,7 +752,11 @@ async def run_scheduled(
 
     Runs in the scheduler's transaction, which marks the item done with the rows it writes.
     """
-    row = await session.get(Broadcast, item.broadcast_id) if item.broadcast_id else None
+    row = (
+        await repo.get_broadcast(session, broadcast_id=item.broadcast_id)
+        if item.broadcast_id
+        else None
+    )
     if row is None:
         log.error("scheduled item %s names no broadcast", item.id)
         return ScheduleStatus.SKIPPED
@@ -847,47 +779,7 @@ async def cancel(session: AsyncSession, services: Services, broadcast_id: int) -
     touched (it is on its way), and a cancelled row is never claimed.
     """
     row = await get(session, broadcast_id)
-    when = services.clock()
-    pending_ids = (
-        select(OutboxItem.id)
-        .where(
-            OutboxItem.broadcast_id == broadcast_id,
-            OutboxItem.status == OutboxStatus.PENDING,
-        )
-        .scalar_subquery()
-    )
-    msg_ids = (
-        select(OutboxItem.message_id)
-        .where(
-            OutboxItem.broadcast_id == broadcast_id,
-            OutboxItem.status == OutboxStatus.PENDING,
-        )
-        .scalar_subquery()
-    )
-    await session.exec(
-        update(Message)
-        .where(col(Message.id).in_(msg_ids), col(Message.status) == MessageStatus.QUEUED)
-        .values(status=MessageStatus.CANCELLED, updated_at=when)
-    )
-    result = await session.exec(
-        update(OutboxItem)
-        .where(col(OutboxItem.id).in_(pending_ids), col(OutboxItem.status) == OutboxStatus.PENDING)
-        .values(status=OutboxStatus.CANCELLED, last_error="broadcast cancelled")
-    )
-    await session.exec(
-        update(ScheduledItem)
-        .where(
-            col(ScheduledItem.unique_key) == schedule_key(broadcast_id),
-            col(ScheduledItem.status) == ScheduleStatus.PENDING,
-        )
-        .values(status=ScheduleStatus.CANCELLED, done_at=when)
-    )
-    if row.status not in (DONE, CANCELLED):
-        row.status = CANCELLED
-        row.finished_at = when
-        session.add(row)
-    await session.flush()
-    return int(result.rowcount or 0)
+    return await repo.cancel_broadcast(session, broadcast=row, now=services.clock())
 
 
 # --------------------------------------------------------------------------- reports
@@ -954,14 +846,9 @@ async def report(session: AsyncSession, services: Services, broadcast_id: int) -
     row = await get(session, broadcast_id)
     assert row.id is not None
     rep = Report(row.id, row.status, row.segment, row.scheduled_at)
-    counts = await session.exec(
-        select(OutboxItem.status, OutboxItem.last_error, Message.status, func.count())
-        .join(Message, col(Message.id) == col(OutboxItem.message_id))
-        .where(OutboxItem.broadcast_id == broadcast_id)
-        .group_by(col(OutboxItem.status), col(OutboxItem.last_error), col(Message.status))
-    )
     skipped: Counter[str] = Counter()
-    for status, error, msg_status, n in counts.all():
+    counts = await repo.broadcast_outcome_counts(session, broadcast_id=broadcast_id)
+    for status, error, msg_status, n in counts:
         if status in (OutboxStatus.PENDING, OutboxStatus.SENDING):
             rep.pending += n
         elif status == OutboxStatus.SENT:
@@ -981,10 +868,7 @@ async def report(session: AsyncSession, services: Services, broadcast_id: int) -
             rep.review += n
     rep.skipped = dict(skipped)
     if row.status == SENDING and rep.pending == 0:
-        row.status = DONE
-        row.finished_at = services.clock()
-        session.add(row)
-        await session.flush()
+        await repo.finish_broadcast(session, broadcast=row, now=services.clock())
         rep.status = DONE
     return rep
 

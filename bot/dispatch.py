@@ -58,7 +58,6 @@ from storage.models import (
     ChannelIdentity,
     Client,
     Message,
-    MessageStatus,
     OutboxItem,
     OutboxStatus,
     Staff,
@@ -263,15 +262,13 @@ class Dispatcher:
         async with transaction(self.services.sessions) as session:
             stuck = await repo.expired_sending(session, now=now)
             for item in stuck:
-                item.status = OutboxStatus.REVIEW
-                item.lease_until = None
-                item.last_error = "lease expired while sending: outcome unknown"
-                msg = await session.get(Message, item.message_id)
-                if msg is not None:
-                    msg.status = MessageStatus.REVIEW
-                    msg.updated_at = now
-                    session.add(msg)
-                session.add(item)
+                repo.hold_outbox_for_review(
+                    session,
+                    item=item,
+                    msg=await session.get(Message, item.message_id),
+                    reason="lease expired while sending: outcome unknown",
+                    now=now,
+                )
         for item in stuck:
             log.warning("outbox row %s needs review: a dispatcher died while sending it", item.id)
             self._count(item.channel, "review")
@@ -352,7 +349,9 @@ class Dispatcher:
                 except (CryptoError, ValueError, LookupError) as exc:
                     # One unreadable row (bad key, bad time zone) must not block the rest.
                     log.error("outbox row %s cannot be prepared: %s", item.id, type(exc).__name__)
-                    self._settle(item, OutboxStatus.FAILED, f"cannot prepare: {type(exc).__name__}")
+                    repo.fail_outbox_unprepared(
+                        session, item=item, reason=f"cannot prepare: {type(exc).__name__}"
+                    )
                     continue
                 if claimed is not None:
                     out.append(claimed)
@@ -390,38 +389,34 @@ class Dispatcher:
         msg = await session.get(Message, item.message_id)
         extra: dict[str, Any] = dict(item.extra or {})
         if msg is None:
-            self._settle(item, OutboxStatus.SKIPPED, "message row missing")
+            repo.skip_outbox(session, item=item, msg=None, reason="message row missing", now=now)
             return None
         client = await session.get(Client, item.client_id) if item.client_id else None
         identity: ChannelIdentity | None = None
         if item.staff_id is not None or extra.get("chat_id") is not None:
             address = await self._staff_address(session, item, extra)
             if address is None:
-                self._skip(item, msg, "no staff address")
+                repo.skip_outbox(session, item=item, msg=msg, reason="no staff address", now=now)
                 return None
             if client is not None and client.wrapped_key is None:
-                self._skip(item, msg, "client erased")
+                repo.skip_outbox(session, item=item, msg=msg, reason="client erased", now=now)
                 return None
             text = repo.message_body(vault, client, msg)
         else:
             if client is None or client.wrapped_key is None:
-                self._skip(item, msg, "client erased")
+                repo.skip_outbox(session, item=item, msg=msg, reason="client erased", now=now)
                 return None
             identity = await self._identity(session, item, extra, client)
             if identity is None:
-                self._skip(item, msg, "no address")
+                repo.skip_outbox(session, item=item, msg=msg, reason="no address", now=now)
                 return None
             if identity.opted_out_at is not None and item.kind not in BYPASS_OPT_OUT:
-                self._skip(item, msg, "opted out")
+                repo.skip_outbox(session, item=item, msg=msg, reason="opted out", now=now)
                 return None
             if not item.urgent:
                 held = hold_until(now, client.timezone, window)
                 if held is not None:
-                    item.status = OutboxStatus.PENDING
-                    item.due_at = held
-                    item.claimed_by = None
-                    item.lease_until = None
-                    session.add(item)
+                    repo.hold_outbox_until(session, item=item, until=held)
                     return None
             address = repo.identity_address(vault, client, identity) or ""
             text = repo.message_body(vault, client, msg)
@@ -434,12 +429,7 @@ class Dispatcher:
                 if item.kind != OPTOUT_CONFIRM:
                     identity.notice_sent_at = now
                     session.add(identity)
-        msg.status = MessageStatus.SENDING
-        msg.attempts += 1
-        msg.updated_at = now
-        item.attempts += 1
-        session.add(msg)
-        session.add(item)
+        repo.mark_outbox_sending(session, item=item, msg=msg, now=now)
         choices = tuple(
             Choice(value=str(c[0]), label=str(c[1])) for c in extra.get("choices") or []
         )
@@ -478,16 +468,6 @@ class Dispatcher:
             return None
         tid = repo.staff_telegram_id(self.services.vault, staff)
         return str(tid) if tid is not None else None
-
-    def _skip(self, item: OutboxItem, msg: Message, reason: str) -> None:
-        self._settle(item, OutboxStatus.SKIPPED, reason)
-        msg.status = MessageStatus.CANCELLED
-        msg.updated_at = self.services.clock()
-
-    def _settle(self, item: OutboxItem, status: str, reason: str | None) -> None:
-        item.status = status
-        item.lease_until = None
-        item.last_error = reason
 
     # ------------------------------------------------------------------ outcomes
 
@@ -562,16 +542,7 @@ class Dispatcher:
         item = await session.get(OutboxItem, claimed.item_id)
         msg = await session.get(Message, claimed.message_id)
         assert item is not None and msg is not None
-        item.status = OutboxStatus.SENT
-        item.sent_at = now
-        item.lease_until = None
-        item.last_error = None
-        msg.provider_id = provider_id
-        msg.status = MessageStatus.SENT
-        msg.error_code = None
-        msg.updated_at = now
-        session.add(item)
-        session.add(msg)
+        repo.mark_outbox_sent(session, item=item, msg=msg, provider_id=provider_id, now=now)
 
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next try: exponential with jitter, at least Retry-After."""
@@ -587,30 +558,24 @@ class Dispatcher:
         item = await session.get(OutboxItem, claimed.item_id)
         msg = await session.get(Message, claimed.message_id)
         assert item is not None and msg is not None
-        item.lease_until = None
-        item.last_error = f"{exc.kind}: {exc.code}"[:200]
-        msg.error_code = str(exc.code)[:32]
-        msg.updated_at = now
+        error, error_code = f"{exc.kind}: {exc.code}", str(exc.code)
         if exc.kind == SendErrorKind.RETRY and item.attempts < self.max_attempts:
             due = now + timedelta(seconds=self.backoff(item.attempts, exc.retry_after))
-            item.status = OutboxStatus.PENDING
-            item.due_at = due
-            item.claimed_by = None
-            msg.status = MessageStatus.QUEUED
-            await repo.delay_later_rows(session, item=item, until=due)
+            await repo.retry_outbox_at(
+                session, item=item, msg=msg, due_at=due, error=error, error_code=error_code, now=now
+            )
         else:
             if exc.kind == SendErrorKind.RETRY:
                 outcome = "gave_up"
-            item.status = OutboxStatus.FAILED
-            msg.status = MessageStatus.FAILED
+            repo.mark_outbox_failed(
+                session, item=item, msg=msg, error=error, error_code=error_code, now=now
+            )
             if exc.kind == SendErrorKind.STOPPED and claimed.identity_id is not None:
                 ident = await session.get(ChannelIdentity, claimed.identity_id)
                 if ident is not None:
                     await repo.record_consent(
                         session, identity=ident, kind="opt_out", source="provider_error", at=now
                     )
-        session.add(item)
-        session.add(msg)
         return outcome
 
     async def _record_review(self, session: AsyncSession, claimed: _Claimed, reason: str) -> None:
@@ -618,13 +583,9 @@ class Dispatcher:
         item = await session.get(OutboxItem, claimed.item_id)
         msg = await session.get(Message, claimed.message_id)
         assert item is not None and msg is not None
-        item.status = OutboxStatus.REVIEW
-        item.lease_until = None
-        item.last_error = f"sender raised {reason}"[:200]
-        msg.status = MessageStatus.REVIEW
-        msg.updated_at = now
-        session.add(item)
-        session.add(msg)
+        repo.hold_outbox_for_review(
+            session, item=item, msg=msg, reason=f"sender raised {reason}", now=now
+        )
 
     def _count(self, channel: str, outcome: str) -> None:
         if self.metrics is not None:

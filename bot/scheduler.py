@@ -180,9 +180,7 @@ class Scheduler:
                     report.lost += 1
                     return
                 status = await handlers[item.kind](session, services, item) or ScheduleStatus.DONE
-                item.status = status
-                item.done_at = now
-                session.add(item)
+                repo.settle_scheduled_item(session, item=item, status=status, now=now)
             if status == ScheduleStatus.DONE:
                 report.done += 1
             else:

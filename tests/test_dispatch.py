@@ -387,9 +387,12 @@ class RecordingTelegram(ChannelSender):
 async def test_staff_rows_wait_for_a_telegram_sender(env: Env) -> None:
     async with env.services.sessions() as session, session.begin():
         await repo.enqueue_staff(
-            session, vault=env.services.vault, text="New urgent intake: K7M-4PX", chat_id=-100123
+            session,
+            vault=env.services.vault,
+            text="New urgent intake: K7M-4PX",
+            chat_id=-100123,
+            due_at=env.clock(),
         )
-    env.clock.set(datetime.now(UTC) + timedelta(seconds=1))  # enqueue_staff stamps real time
     d = env.dispatcher()
     await d.drain()
     (row,) = await env.outbox()
@@ -506,7 +509,7 @@ async def test_a_claim_finds_rows_behind_one_clients_long_queue(
     # Ten messages of one client fill the head of the queue; another client's message waits
     # behind them. The claim must not stop at the head just because the first ten are one
     # client's (they go one at a time).
-    monkeypatch.setattr(repo, "CLAIM_WINDOW", 1)
+    monkeypatch.setattr(repo.outbox, "CLAIM_WINDOW", 1)
     busy = await env.client(_phone(1))
     first = [await env.queue(busy, f"part {i}") for i in range(10)]
     other = await env.queue(await env.client(_phone(2)), "your hearing moved")

@@ -320,8 +320,13 @@ async def test_a_row_that_keeps_failing_is_given_up(services: Services, clock: F
 
 async def test_kinds_without_a_handler_wait(services: Services, clock: FakeClock) -> None:
     async with transaction(services.sessions) as session:
-        await repo.schedule_once(
-            session, kind="someday", unique_key="someday:1", due_at=clock() - timedelta(hours=1)
+        await repo.upsert_scheduled(
+            session,
+            kind="someday",
+            unique_key="someday:1",
+            due_at=clock() - timedelta(hours=1),
+            now=clock(),
+            if_exists="keep",
         )
     assert (await Scheduler(services).tick()).claimed == 0
     async with services.sessions() as session:
@@ -335,11 +340,13 @@ async def test_intake_nudges_and_broadcasts_are_run_by_their_modules(
     world = await open_case(services)
     async with transaction(services.sessions) as session:
         # A nudge for a client who is not in an intake: the intake's handler sends nothing.
-        await repo.schedule_once(
+        await repo.upsert_scheduled(
             session,
             kind=ScheduleKind.INTAKE_NUDGE,
             unique_key="nudge:test",
             due_at=clock(),
+            now=clock(),
+            if_exists="keep",
             client_id=world.client_id,
         )
     report = await Scheduler(services).tick()
@@ -453,11 +460,13 @@ async def test_news_since_planning_skips_the_check_in(services: Services, clock:
     world = await open_case(services)
     clock.advance(days=31)
     async with transaction(services.sessions) as session:
-        assert await repo.schedule_once(
+        assert await repo.upsert_scheduled(
             session,
             kind=ScheduleKind.CHECKIN,
             unique_key="checkin:test",
             due_at=clock(),
+            now=clock(),
+            if_exists="keep",
             client_id=world.client_id,
             case_id=world.case_id,
         )
@@ -537,11 +546,13 @@ async def test_the_scheduler_can_be_turned_off(database_url: str, tmp_path: Path
     services = Services.build(settings)
     try:
         async with transaction(services.sessions) as session:
-            await repo.schedule_once(
+            await repo.upsert_scheduled(
                 session,
                 kind=ScheduleKind.REMINDER,
                 unique_key="reminder:none",
                 due_at=services.clock() - timedelta(minutes=1),
+                now=services.clock(),
+                if_exists="keep",
             )
         async with TestClient(TestServer(create_app(settings, services=services))):
             await asyncio.sleep(0.1)

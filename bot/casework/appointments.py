@@ -173,26 +173,26 @@ async def plan_reminders(
     for offset in services.settings.reminder_offsets:
         key = reminder_key(appt.id, offset)
         due = appt.starts_at - timedelta(seconds=offset)
-        row = existing.pop(key, None) or ScheduledItem(
-            kind=ScheduleKind.REMINDER, unique_key=key, due_at=due
+        existing.pop(key, None)
+        # Replacing drops any claim on the old time, so it is not sent; an offset already
+        # past is recorded as skipped, never sent late.
+        row_id = await repo.upsert_scheduled(
+            session,
+            kind=ScheduleKind.REMINDER,
+            unique_key=key,
+            due_at=due,
+            now=now,
+            status=ScheduleStatus.PENDING if due > now else ScheduleStatus.SKIPPED,
+            client_id=case.client_id,
+            case_id=case.id,
+            appointment_id=appt.id,
+            payload={"offset": offset},
         )
-        row.due_at = due
-        row.client_id = case.client_id
-        row.case_id = case.id
-        row.appointment_id = appt.id
-        row.payload = {"offset": offset}
-        row.lease_until = None  # a claim on the old time must not send it
-        if due > now:
-            row.status, row.done_at = ScheduleStatus.PENDING, None
-        else:
-            # Too late to remind at this offset: recorded, never sent late.
-            row.status, row.done_at = ScheduleStatus.SKIPPED, now
-        session.add(row)
+        row = await session.get(ScheduledItem, row_id)
+        assert row is not None
         planned.append(row)
     for row in existing.values():
-        if row.status in (ScheduleStatus.PENDING, ScheduleStatus.CLAIMED):
-            row.status, row.done_at, row.lease_until = ScheduleStatus.CANCELLED, now, None
-            session.add(row)
+        repo.withdraw_scheduled_item(session, item=row, now=now)
     await session.flush()
     return planned
 
@@ -204,10 +204,7 @@ async def withdraw_reminders(session: AsyncSession, appt: Appointment, *, now: d
     for row in await repo.scheduled_for_appointment(
         session, appointment_id=appt.id, kind=ScheduleKind.REMINDER
     ):
-        if row.status in (ScheduleStatus.PENDING, ScheduleStatus.CLAIMED):
-            row.status, row.done_at, row.lease_until = ScheduleStatus.CANCELLED, now, None
-            session.add(row)
-            count += 1
+        count += repo.withdraw_scheduled_item(session, item=row, now=now)
     await session.flush()
     return count
 

@@ -192,8 +192,7 @@ async def pin_wanted(step: Step) -> str | None:
 async def save_pin(step: Step) -> str | None:
     """Keeps only the PIN's hash on the client; the digits are never stored or repeated."""
     client = step.turn.client
-    repo.set_pin(client, str(step.value))
-    client.updated_at = step.turn.services.clock()
+    repo.set_pin(client, str(step.value), at=step.turn.services.clock())
     step.turn.session.add(client)
     step.value = None
     return None
@@ -264,7 +263,7 @@ async def create_case(step: Step) -> str | None:
     answers = engine.live_answers(progress.answers)
     name = str(answers.get("name") or "").strip()
     if name:
-        repo.set_client_name(vault, client, name)
+        repo.set_client_name(vault, client, name, at=services.clock())
     reasons = urgency_reasons(answers, _today(turn))
     elig: dict[str, Any] | None = None
     try:
@@ -405,11 +404,13 @@ async def track_progress(turn: Turn, progress: Progress, *, finished: bool, nudg
     if finished or nudged or not progress.answers.get("consent"):
         await repo.cancel_scheduled_item(turn.session, unique_key=key, at=turn.services.clock())
         return
-    await repo.schedule_item(
+    now = turn.services.clock()
+    await repo.upsert_scheduled(
         turn.session,
         kind=ScheduleKind.INTAKE_NUDGE,
         unique_key=key,
-        due_at=turn.services.clock() + NUDGE_AFTER,
+        due_at=now + NUDGE_AFTER,
+        now=now,
         client_id=client.id,
     )
 

@@ -303,13 +303,18 @@ async def plan_checkins(session: AsyncSession, services: Services, *, now: datet
     for case in await repo.cases_without_news(session, before=before, limit=CHECKIN_BATCH):
         if is_closing_status(services.settings, case.status):
             continue
-        created += await repo.schedule_once(
-            session,
-            kind=ScheduleKind.CHECKIN,
-            unique_key=checkin_key(case),
-            due_at=now,
-            client_id=case.client_id,
-            case_id=case.id,
+        created += (
+            await repo.upsert_scheduled(
+                session,
+                kind=ScheduleKind.CHECKIN,
+                unique_key=checkin_key(case),
+                due_at=now,
+                now=now,
+                if_exists="keep",
+                client_id=case.client_id,
+                case_id=case.id,
+            )
+            is not None
         )
     return created
 
@@ -420,7 +425,13 @@ async def _alert_cannot_come(
     staff = await _attorney(session, case)
     if staff is not None:
         await repo.enqueue_staff(
-            session, vault=services.vault, text=text, staff=staff, case_id=case.id, dedupe_key=key
+            session,
+            vault=services.vault,
+            text=text,
+            staff=staff,
+            case_id=case.id,
+            dedupe_key=key,
+            due_at=services.clock(),
         )
         return
     case.needs_review = True
@@ -510,6 +521,7 @@ async def _checkin_to_staff(
             client=turn.client,
             case_id=case.id,
             dedupe_key=key,
+            due_at=services.clock(),
         )
         return
     case.needs_review = True

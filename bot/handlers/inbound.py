@@ -33,7 +33,7 @@ from bot.services import Services
 from bot.sms_text import MAX_BODY, split_text, units
 from storage import repo
 from storage.db import GroupCommit, transaction
-from storage.models import Channel, ChannelIdentity, Client, Message, MessageStatus
+from storage.models import Channel, ChannelIdentity, Client, Message
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,7 @@ async def _store_in(session: AsyncSession, services: Services, inbound: InboundM
         await repo.record_consent(
             session, identity=ident, kind="opt_out", source="provider", at=now
         )
-        msg.status = MessageStatus.PROCESSED
-        msg.processed_at = now
-        session.add(msg)
+        repo.mark_inbound_processed(session, msg=msg, now=now)
     if known is not None:  # later messages of this batch from the same sender or id
         known.messages[key] = msg
         known.identities[sender] = ident
@@ -381,17 +379,12 @@ async def process_next(
 async def _record_failure(services: Services, message_id: int) -> None:
     try:
         async with transaction(services.sessions) as session:
-            msg = await session.get(Message, message_id)
-            if msg is None or msg.status != MessageStatus.RECEIVED:
-                return
-            msg.attempts += 1
-            msg.updated_at = services.clock()
-            if msg.attempts >= MAX_ATTEMPTS:
-                msg.status = MessageStatus.FAILED
+            if await repo.record_inbound_failure(
+                session, message_id=message_id, max_attempts=MAX_ATTEMPTS, now=services.clock()
+            ):
                 log.error(
-                    "inbound message %s failed %s times; left for review", msg.id, MAX_ATTEMPTS
+                    "inbound message %s failed %s times; left for review", message_id, MAX_ATTEMPTS
                 )
-            session.add(msg)
     except Exception as exc:
         log.error("could not record failure of message %s: %s", message_id, type(exc).__name__)
 

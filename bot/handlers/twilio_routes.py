@@ -32,21 +32,6 @@ log = logging.getLogger(__name__)
 
 FORM = "application/x-www-form-urlencoded"
 
-# Twilio's statuses in the order a message moves through them; a late callback never moves a
-# message backwards (callbacks can arrive out of order).
-_RANK = {
-    "accepted": 1,
-    "scheduled": 1,
-    "queued": 1,
-    "sending": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "read": 5,
-    "canceled": 4,
-}
-
 
 def _twiml() -> web.Response:
     return web.Response(text=EMPTY_TWIML, content_type="text/xml")
@@ -122,12 +107,13 @@ async def status_webhook(request: web.Request) -> web.Response:
         msg = await repo.find_message(session, channel=Channel.SMS, provider_id=update.provider_id)
         if msg is None or msg.direction != Direction.OUT:
             return web.Response(status=204)
-        if _RANK.get(update.status, 1) >= _RANK.get(msg.status, 0):
-            msg.status = update.status
-        if update.error_code:
-            msg.error_code = update.error_code
-        msg.updated_at = services.clock()
-        session.add(msg)
+        repo.record_delivery_report(
+            session,
+            msg=msg,
+            status=update.status,
+            error_code=update.error_code,
+            now=services.clock(),
+        )
         if update.error_code == str(ERR_UNSUBSCRIBED) and msg.id is not None:
             item = await repo.outbox_item_for_message(session, message_id=msg.id)
             ident_id = (item.extra or {}).get("identity_id") if item is not None else None
