@@ -23,7 +23,7 @@ from bot.casework.limits import BRING_MAX, PLACE_MAX, check_text, check_timezone
 from bot.conversations.base import Reply
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import queue_reply
-from storage import new_casework, repo
+from storage import repo
 from storage.models import (
     Appointment,
     Case,
@@ -368,7 +368,7 @@ async def move(
         and place_text != repo.appointment_place(services.vault, client, appt)
     )
     if changed:
-        new_casework.move_appointment(appt, starts_at=when, at=now)
+        repo.move_appointment(appt, starts_at=when, at=now)
         if place_text is not None:
             repo.set_appointment_place(services.vault, client, appt, place_text)
         await plan_reminders(session, services, appt, now=now)
@@ -409,7 +409,7 @@ async def cancel(
     await authorize(session, actor, case, action="appointment.cancel", reference=case.reference)
     if appt.status == CANCELLED:
         return Cancelled(appt, already=True)
-    new_casework.cancel_appointment(appt, at=now)
+    repo.cancel_appointment(appt, at=now)
     session.add(appt)
     await withdraw_reminders(session, appt, now=now)
     if appt.starts_at > now:

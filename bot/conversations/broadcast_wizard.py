@@ -1,7 +1,7 @@
 """A coordinator's /broadcast as a dialogue: segment, texts, discreet check, confirmation.
 
 Channel-neutral: the Telegram handler keeps ``WizardState.to_dict()`` in the database
-between messages (storage.new_dialogues, saved in the transaction of the message that
+between messages (storage.repo.staff_dialogues, saved in the transaction of the message that
 moves it on, so any process takes the next one), passes each message to ``advance``,
 shows ``WizardStep.text`` (with ``choices`` as buttons), and when ``step.send`` is set
 calls ``send``; then it edits one message in place with ``progress`` until

@@ -25,7 +25,7 @@ from bot.channels.base import Choice, InboundMessage
 from bot.conversations import broadcast_wizard as wizard
 from bot.conversations import relay
 from bot.services import Services
-from storage import new_dialogues, repo
+from storage import repo
 from storage.db import transaction
 from storage.models import Case, Channel, Client, Direction, Message, OutboxItem, Role, Staff
 
@@ -531,13 +531,11 @@ BROADCAST_FLOW = "broadcast"
 async def _open_wizard(ctx: StaffContext) -> tuple[int, wizard.WizardState] | None:
     """The coordinator's wizard (its version and state), locked in this message's transaction."""
     assert ctx.staff.id is not None
-    row = await new_dialogues.load_staff_dialogue(ctx.session, staff_id=ctx.staff.id)
+    row = await repo.load_staff_dialogue(ctx.session, staff_id=ctx.staff.id)
     if row is None or row.flow != BROADCAST_FLOW:
         return None
     if row.updated_at < ctx.services.clock() - WIZARD_TTL:
-        await new_dialogues.end_staff_dialogue(
-            ctx.session, staff_id=ctx.staff.id, version=row.version
-        )
+        await repo.end_staff_dialogue(ctx.session, staff_id=ctx.staff.id, version=row.version)
         return None
     state = wizard.WizardState.from_dict(row.data)
     if state.step in (wizard.DONE, wizard.CANCELLED):
@@ -577,8 +575,8 @@ async def cmd_broadcast(ctx: StaffContext, args: str) -> None:
     step = wizard.start()
     now = ctx.services.clock()
     # Abandoned wizards of anyone go here, so their texts do not stay in the table for ever.
-    await new_dialogues.forget_staff_dialogues(ctx.session, before=now - WIZARD_TTL)
-    await new_dialogues.start_staff_dialogue(
+    await repo.forget_staff_dialogues(ctx.session, before=now - WIZARD_TTL)
+    await repo.start_staff_dialogue(
         ctx.session,
         staff_id=ctx.staff.id,
         flow=BROADCAST_FLOW,
@@ -601,14 +599,12 @@ async def _wizard_turn(
     assert ctx.staff.id is not None
     step = await wizard.advance(ctx.session, ctx.services, state, text)
     if step.finished and not step.send:
-        if not await new_dialogues.end_staff_dialogue(
-            ctx.session, staff_id=ctx.staff.id, version=version
-        ):
-            raise new_dialogues.StaleDialogue("wizard was moved on by another process")
+        if not await repo.end_staff_dialogue(ctx.session, staff_id=ctx.staff.id, version=version):
+            raise repo.StaleDialogue("wizard was moved on by another process")
         await _say_step(ctx, step)
         return
     # A confirmed wizard stays, marked done, until its send takes it (below).
-    version = await new_dialogues.save_staff_dialogue(
+    version = await repo.save_staff_dialogue(
         ctx.session,
         staff_id=ctx.staff.id,
         data=state.to_dict(),
@@ -634,7 +630,7 @@ async def _send_broadcast(services: Services, staff: Staff, version: int) -> Non
     """
     assert staff.id is not None
     async with transaction(services.sessions) as session:
-        row = await new_dialogues.take_staff_dialogue(session, staff_id=staff.id, version=version)
+        row = await repo.take_staff_dialogue(session, staff_id=staff.id, version=version)
     if row is None:
         return
     state = wizard.WizardState.from_dict(row.data)

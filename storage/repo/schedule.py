@@ -90,33 +90,6 @@ async def upsert_scheduled(
     return row_id
 
 
-async def schedule_item(
-    session: AsyncSession,
-    *,
-    kind: str,
-    unique_key: str,
-    due_at: datetime,
-    client_id: int | None = None,
-    case_id: int | None = None,
-    payload: dict[str, Any] | None = None,
-    now: datetime | None = None,
-) -> ScheduledItem:
-    """``upsert_scheduled`` replacing any row with this key; returns the row."""
-    row_id = await upsert_scheduled(
-        session,
-        kind=kind,
-        unique_key=unique_key,
-        due_at=due_at,
-        now=now or utcnow(),
-        client_id=client_id,
-        case_id=case_id,
-        payload=payload,
-    )
-    item = await session.get(ScheduledItem, row_id)
-    assert item is not None
-    return item
-
-
 async def cancel_scheduled_item(
     session: AsyncSession, *, unique_key: str, at: datetime | None = None
 ) -> bool:
@@ -245,32 +218,6 @@ async def retry_claimed_later(
     session.add(item)
     await session.flush()
     return gave_up
-
-
-async def schedule_once(
-    session: AsyncSession,
-    *,
-    kind: str,
-    unique_key: str,
-    due_at: datetime,
-    client_id: int | None = None,
-    case_id: int | None = None,
-    payload: dict[str, Any] | None = None,
-    now: datetime | None = None,
-) -> bool:
-    """``upsert_scheduled`` keeping any row with this key; True if the row was created."""
-    row_id = await upsert_scheduled(
-        session,
-        kind=kind,
-        unique_key=unique_key,
-        due_at=due_at,
-        now=now or utcnow(),
-        if_exists="keep",
-        client_id=client_id,
-        case_id=case_id,
-        payload=payload,
-    )
-    return row_id is not None
 
 
 async def latest_prompt(
