@@ -13,7 +13,7 @@ from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.dispatch import Dispatcher
 from bot.handlers.cli_core import ensure_migrated
-from bot.handlers.inbound import InboundProcessor, store
+from bot.handlers.inbound import InboundProcessor, receive
 from bot.i18n import LANGUAGES
 from bot.phones import PhoneError, normalize_phone
 from bot.services import Services
@@ -110,8 +110,8 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 provider_id=f"console-{uuid.uuid4().hex}",
                 text=text,
             )
-            stored = await store(services, inbound)
-            await processor.process_client(stored.client_id)
+            await receive(services, inbound, processor=processor)
+            await processor.drain()
             await dispatcher.drain()
     finally:
         await services.close()
