@@ -445,9 +445,7 @@ async def _offer_link(services: Services, client_id: int, channel: str) -> None:
         await queue_reply(session, services, client, link.offer(lang), channel=channel)
 
 
-async def _audit_staff_attempt(
-    services: Services, inbound: InboundMessage, client_id: int
-) -> None:
+async def _audit_staff_attempt(services: Services, inbound: InboundMessage, client_id: int) -> None:
     """Audits what only staff may do, tried from an account that is not (or no longer) staff.
 
     The message still goes on to ``route``, which answers it as any client's text: it knows
