@@ -13,7 +13,8 @@ from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.dispatch import Dispatcher
 from bot.handlers.cli_core import ensure_migrated
-from bot.handlers.inbound import InboundProcessor, receive
+from bot.handlers.inbound import InboundProcessor
+from bot.handlers.router import receive
 from bot.i18n import LANGUAGES
 from bot.phones import PhoneError, normalize_phone
 from bot.services import Services

@@ -1,7 +1,7 @@
 """POST /telegram/webhook and the Telegram lifecycle: verify, parse, hand to the router.
 
 Every update, from the webhook or from long polling, goes through ``receive``: parsed into
-one InboundMessage and handed to the same router as an SMS (``inbound.receive``), which
+one InboundMessage and handed to the same router as an SMS (``router.receive``), which
 stores it before the 200.
 """
 
@@ -22,7 +22,7 @@ from bot.channels.telegram import (
     TelegramSender,
     parse_update,
 )
-from bot.handlers import inbound as inbound_router
+from bot.handlers import router
 from bot.handlers import staff as staff_handlers
 from bot.handlers.inbound import PROCESSOR
 from storage import repo
@@ -72,7 +72,7 @@ async def receive(app: web.Application, update: Update) -> None:
     if inbound is None:
         return
     dispatcher = app.get(DISPATCHER)
-    road = await inbound_router.receive(
+    road = await router.receive(
         app[SERVICES],
         inbound,
         processor=app.get(PROCESSOR),
@@ -80,7 +80,7 @@ async def receive(app: web.Application, update: Update) -> None:
         poke=dispatcher.poke if dispatcher is not None else None,
     )
     chat = inbound.telegram
-    if road != inbound_router.Road.REFUSED and chat is not None and chat.callback_query_id:
+    if road != router.Road.REFUSED and chat is not None and chat.callback_query_id:
         # Stops the button's spinner. Not a message, and not worth delaying the 200 for.
         app[TELEGRAM].answer_callback_soon(chat.callback_query_id)
 

@@ -23,7 +23,8 @@ from bot.channels.twilio import (
     request_url,
     verify_signature,
 )
-from bot.handlers.inbound import PROCESSOR, receive
+from bot.handlers.inbound import PROCESSOR
+from bot.handlers.router import receive
 from storage import repo
 from storage.db import transaction
 from storage.models import Channel, ChannelIdentity, Direction
