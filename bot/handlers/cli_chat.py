@@ -12,9 +12,9 @@ from bot.channels.base import InboundMessage
 from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.dispatch import Dispatcher
+from bot.handlers import router
 from bot.handlers.cli_core import ensure_migrated
 from bot.handlers.inbound import InboundProcessor
-from bot.handlers.router import receive
 from bot.i18n import LANGUAGES
 from bot.phones import PhoneError, normalize_phone
 from bot.services import Services
@@ -111,7 +111,7 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 provider_id=f"console-{uuid.uuid4().hex}",
                 text=text,
             )
-            await receive(services, inbound, processor=processor)
+            await router.receive(services, inbound, processor=processor)
             await processor.drain()
             await dispatcher.drain()
     finally:

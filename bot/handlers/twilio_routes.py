@@ -23,8 +23,8 @@ from bot.channels.twilio import (
     request_url,
     verify_signature,
 )
+from bot.handlers import router
 from bot.handlers.inbound import PROCESSOR
-from bot.handlers.router import receive
 from storage import repo
 from storage.db import transaction
 from storage.models import Channel, ChannelIdentity, Direction
@@ -98,7 +98,7 @@ async def sms_webhook(request: web.Request) -> web.Response:
         inbound = parse_inbound(params)
     except ParseError:
         raise web.HTTPBadRequest(text="not a message") from None
-    await receive(
+    await router.receive(
         request.app[SERVICES],
         inbound,
         processor=request.app.get(PROCESSOR),

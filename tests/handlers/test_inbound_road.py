@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from bot.handlers import inbound
+from bot.handlers import inbound, router
 from storage.models import ChannelIdentity, ConsentEvent
 from tests.fakes.telegram_harness import Harness, User, tg
 
@@ -21,9 +21,15 @@ ANA = User(8001, "Ana")
 async def test_stop_on_telegram_and_on_sms_take_the_one_road(
     tg: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    roads: list[tuple[str, router.Road]] = []
     stored: list[str] = []
     routed: list[str] = []
-    real_store, real_route = inbound.store, inbound.route
+    real_receive, real_store, real_route = router.receive, inbound.store, inbound.route
+
+    async def receive(services: Any, message: Any, **kw: Any) -> router.Road:
+        road = await real_receive(services, message, **kw)
+        roads.append((message.channel, road))
+        return road
 
     async def store(services: Any, message: Any) -> Any:
         stored.append(message.channel)
@@ -33,6 +39,7 @@ async def test_stop_on_telegram_and_on_sms_take_the_one_road(
         routed.append(row.channel)
         await real_route(session, services, client, row, fetched)
 
+    monkeypatch.setattr(router, "receive", receive)
     monkeypatch.setattr(inbound, "store", store)
     monkeypatch.setattr(inbound, "route", route)
     await tg.add_sms_client(PHONE)
@@ -41,6 +48,7 @@ async def test_stop_on_telegram_and_on_sms_take_the_one_road(
     await tg.sms(PHONE, "STOP")
     await tg.send(tg.updates.text(ANA, "STOP"))
 
+    assert roads == [("sms", router.Road.CLIENT), ("telegram", router.Road.CLIENT)]
     assert stored == ["sms", "telegram"] and routed == ["sms", "telegram"]
     async with tg.services.sessions() as session:
         events = (await session.exec(select(ConsentEvent).order_by(col(ConsentEvent.id)))).all()
