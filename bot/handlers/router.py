@@ -75,7 +75,9 @@ async def receive(
         # commands would show case details to people who are not staff.
         await _refused_in_group(services, message, staff=staff)
         return Road.REFUSED
-    elif message.contact is not None or _command(message) == link.COMMAND:
+    elif message.channel in LINKABLE and (
+        message.contact is not None or _command(message) == link.COMMAND
+    ):
         await _link_message(services, message)
         road = Road.LINK
     else:

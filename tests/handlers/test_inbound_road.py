@@ -62,3 +62,26 @@ async def test_stop_on_telegram_and_on_sms_take_the_one_road(
     (by_sms,) = tg.twilio.sent_to(PHONE)
     (by_telegram,) = tg.fake.sent(ANA.id)
     assert by_sms.body == by_telegram.text and "unsubscribed" in by_sms.body.lower()
+
+
+async def test_linking_is_a_road_of_chat_apps_only(
+    tg: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roads: list[tuple[str, router.Road]] = []
+    real_receive = router.receive
+
+    async def receive(services: Any, message: Any, **kw: Any) -> router.Road:
+        road = await real_receive(services, message, **kw)
+        roads.append((message.channel, road))
+        return road
+
+    monkeypatch.setattr(router, "receive", receive)
+    await tg.add_sms_client(PHONE)
+    await tg.add_telegram_client(ANA)
+
+    await tg.sms(PHONE, "/link")
+    await tg.send(tg.updates.text(ANA, "/link"))
+
+    assert roads == [("sms", router.Road.CLIENT), ("telegram", router.Road.LINK)]
+    (asked,) = tg.fake.sent(ANA.id)
+    assert asked.text == "Tap “Share my phone number” below to connect this chat to your case."
