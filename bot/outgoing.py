@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,9 +45,9 @@ async def queue_reply(
     if ident is None:
         return None
     lang = client.language or services.settings.default_language
-    extra = None
-    if reply.choices and ident.channel == Channel.TELEGRAM:
-        extra = {"choices": [[c.value, c.label] for c in reply.choices]}
+    extra: dict[str, Any] | None = None
+    if ident.channel == Channel.TELEGRAM:
+        extra = _telegram_extra(reply)
     return await repo.enqueue(
         session,
         vault=services.vault,
@@ -63,6 +63,17 @@ async def queue_reply(
         broadcast_id=broadcast_id,
         extra=extra,
     )
+
+
+def _telegram_extra(reply: Reply) -> dict[str, Any] | None:
+    """How the Telegram sender is asked for a reply's buttons (the outbox row's ``extra``)."""
+    if reply.choices:
+        return {"choices": [[c.value, c.label] for c in reply.choices]}
+    if reply.ask_phone is not None:
+        return {"request_contact": reply.ask_phone}
+    if reply.clear_buttons:
+        return {"remove_keyboard": True}
+    return None
 
 
 async def alert_coordinators(

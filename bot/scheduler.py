@@ -1,4 +1,5 @@
-"""The scheduler: turns due ScheduledItem rows into outbox messages, once each.
+"""The scheduler: turns due ScheduledItem rows into outbox messages, once each, and runs
+the periodic passes (delivery reports to staff).
 
 APScheduler only ticks (an in-memory interval job; no job store of its own: APScheduler 3
 runs a shared store's jobs twice when several processes share it). The database is the
@@ -11,7 +12,6 @@ another tick takes it; a crash after it leaves nothing to do again.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,8 +21,10 @@ from typing import Any
 from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import broadcast
 from bot.appkeys import DISPATCHER, SERVICES
-from bot.conversations import reminders
+from bot.conversations import intake, relay, reminders
+from bot.handlers import staff as staff_handlers
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -40,35 +42,39 @@ BATCH = 100
 MAX_ATTEMPTS = 5
 RETRY_AFTER = timedelta(minutes=2)
 CHECKIN_PASS_EVERY = timedelta(hours=1)
+# How often staff see their messages' delivery move on (an attorney waits for "delivered").
+REPORT_EVERY = timedelta(seconds=5)
 
-# Handlers that live in modules other issues write: (module, function), imported when first
-# needed, so the scheduler runs before they exist; their rows wait until they do.
-LAZY_HANDLERS: dict[str, tuple[str, str]] = {
-    ScheduleKind.INTAKE_NUDGE: ("bot.conversations.intake", "nudge"),
-    ScheduleKind.BROADCAST: ("bot.broadcast", "run_scheduled"),
-}
+# A pass is work done every so often rather than per row; it commits its own transactions
+# and returns how many messages it queued.
+PassRun = Callable[[Services], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Periodic work: its name (for the log), how often it runs, and what it runs."""
+
+    name: str
+    every: timedelta
+    run: PassRun
 
 
 def default_handlers() -> dict[str, Handler | None]:
-    """The registry: one handler per kind; None is a slot whose module is loaded lazily."""
+    """The registry: one handler per kind (None leaves that kind's rows waiting)."""
     return {
         ScheduleKind.REMINDER: reminders.send_reminder,
         ScheduleKind.CHECKIN: reminders.send_checkin,
-        ScheduleKind.INTAKE_NUDGE: None,
-        ScheduleKind.BROADCAST: None,
+        ScheduleKind.INTAKE_NUDGE: intake.nudge,
+        ScheduleKind.BROADCAST: broadcast.run_scheduled,
     }
 
 
-def _lazy(kind: str) -> Handler | None:
-    module_name, attr = LAZY_HANDLERS[kind]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise  # the module exists and is broken: say so
-        return None
-    handler: Handler | None = getattr(module, attr, None)
-    return handler
+def default_passes() -> tuple[Pass, ...]:
+    """Delivery reports: attorney replies' status and broadcasts' progress, edited in place."""
+    return (
+        Pass("relay delivery reports", REPORT_EVERY, relay.report_deliveries),
+        Pass("broadcast progress", REPORT_EVERY, staff_handlers.report_broadcasts),
+    )
 
 
 @dataclass
@@ -91,6 +97,7 @@ class Scheduler:
         services: Services,
         *,
         handlers: dict[str, Handler | None] | None = None,
+        passes: tuple[Pass, ...] | None = None,
         lease: timedelta = LEASE,
         batch: int = BATCH,
         on_queued: Callable[[], None] | None = None,
@@ -98,6 +105,9 @@ class Scheduler:
         self.services = services
         self.on_queued = on_queued  # wakes the dispatcher when a tick queued messages
         self.handlers = default_handlers() if handlers is None else dict(handlers)
+        self.passes = default_passes() if passes is None else passes
+        self._last_pass: dict[str, datetime] = {}
+        self._pass_lock = asyncio.Lock()
         self.lease = lease
         self.batch = batch
         self._last_checkin_pass: datetime | None = None
@@ -106,20 +116,33 @@ class Scheduler:
         self._stopped = False
 
     def _resolve(self) -> dict[str, Handler]:
-        ready: dict[str, Handler] = {}
-        for kind, handler in self.handlers.items():
-            if handler is None and kind in LAZY_HANDLERS:
-                handler = _lazy(kind)
-                if handler is not None:
-                    self.handlers[kind] = handler
-            if handler is not None:
-                ready[kind] = handler
-        return ready
+        return {kind: h for kind, h in self.handlers.items() if h is not None}
 
     async def tick(self, *, checkins: bool | None = None) -> TickReport:
-        """Plans check-ins (hourly, or when asked), then claims and runs every due row."""
+        """Plans check-ins (hourly, or when asked), claims and runs every due row, then runs
+        the passes that are due."""
         async with self._lock:
-            return await self._tick(checkins)
+            report = await self._tick(checkins)
+        await self.run_passes()
+        return report
+
+    async def run_passes(self) -> int:
+        """Runs each pass whose time has come (by the injected clock); messages queued."""
+        queued = 0
+        async with self._pass_lock:
+            for work in self.passes:
+                now = self.services.clock()
+                last = self._last_pass.get(work.name)
+                if last is not None and now - last < work.every:
+                    continue
+                self._last_pass[work.name] = now
+                try:
+                    queued += await work.run(self.services)
+                except Exception as exc:  # one failed pass must not stop the others
+                    log.error("%s failed: %s", work.name, type(exc).__name__)
+        if queued and self.on_queued is not None:
+            self.on_queued()
+        return queued
 
     async def _tick(self, checkins: bool | None) -> TickReport:
         report = TickReport()
@@ -212,6 +235,10 @@ class Scheduler:
             log.error("scheduler tick failed: %s", type(exc).__name__)
             log.debug("scheduler tick traceback", exc_info=True)
 
+    async def _timer_passes(self) -> None:
+        if not self._stopped:
+            await self.run_passes()
+
     def start(self, interval_seconds: float) -> None:
         """Ticks every ``interval_seconds`` on the running event loop."""
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -225,6 +252,16 @@ class Scheduler:
             max_instances=1,  # a slow tick is not overlapped by the next
             coalesce=True,  # ticks missed while the loop was busy become one
         )
+        if self.passes:
+            # The passes come round more often than the rows: on their own, shorter timer.
+            self._aps.add_job(
+                self._timer_passes,
+                "interval",
+                seconds=min(p.every for p in self.passes).total_seconds(),
+                id="probono-passes",
+                max_instances=1,
+                coalesce=True,
+            )
         self._aps.start()
 
     async def stop(self) -> None:
@@ -233,7 +270,7 @@ class Scheduler:
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
-        async with self._lock:
+        async with self._lock, self._pass_lock:
             pass
 
 

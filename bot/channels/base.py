@@ -24,6 +24,30 @@ class Media:
 
 
 @dataclass(frozen=True)
+class SharedContact:
+    """A phone number the sender shared (Telegram's contact button, or a contact card)."""
+
+    phone: str
+    own: bool  # the sender's own number, as the platform vouches; not someone else's card
+
+
+@dataclass(frozen=True)
+class TelegramDetails:
+    """Where on Telegram a message was written: what staff handling and the audit need."""
+
+    from_id: int  # the sender's user id (staff are recognised by it)
+    chat_id: int | None = None
+    chat_type: str = "private"  # private, group, supergroup
+    message_id: int | None = None  # the message itself (a pressed button's card)
+    reply_to: str | None = None  # provider id of the message replied to ("chat:message")
+    callback_query_id: str | None = None  # a pressed button, to stop its spinner
+
+    @property
+    def private(self) -> bool:
+        return self.chat_type == "private"
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """One message from a client or staff member, whatever channel it came by."""
 
@@ -34,7 +58,8 @@ class InboundMessage:
     media: tuple[Media, ...] = ()
     kind: EventKind = EventKind.MESSAGE
     choice: str | None = None  # a button the client pressed (Telegram callback data)
-    extra: dict[str, Any] = field(default_factory=dict)
+    contact: SharedContact | None = None
+    telegram: TelegramDetails | None = None  # set for Telegram messages only
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ from bot.channels.base import (
     SendError,
     SendErrorKind,
     SendResult,
+    SharedContact,
+    TelegramDetails,
 )
 from bot.config import ConfigError, Settings
 from storage.models import Channel
@@ -126,31 +128,31 @@ def _media_of(message: Message) -> tuple[Media, ...]:
 def parse_update(update: Update) -> InboundMessage | None:
     """One update as our InboundMessage, or None for updates we do not act on.
 
-    ``extra`` carries what the handlers need about the Telegram context: the chat, the
-    message replied to (as the provider id a sent message is stored under), a pressed
-    button's callback id and a shared contact.
+    ``telegram`` says where it was written: the chat, the message replied to (as the
+    provider id a sent message is stored under) and a pressed button's callback id.
     """
     sender = _sender_id(update)
     if sender is None:
         return None
     provider_id = str(update.update_id)
-    base: dict[str, Any] = {"from_id": sender}
 
     if update.callback_query is not None:
         cq = update.callback_query
         data = cq.data or ""
-        extra = {**base, "callback_query_id": cq.id}
-        if cq.message is not None:
-            extra["chat_id"] = cq.message.chat.id
-            extra["chat_type"] = cq.message.chat.type
-            extra["message_id"] = cq.message.message_id
+        card = cq.message
         return InboundMessage(
             channel=Channel.TELEGRAM,
             address=str(sender),
             provider_id=provider_id,
             text=data,
             choice=data,
-            extra=extra,
+            telegram=TelegramDetails(
+                from_id=sender,
+                chat_id=card.chat.id if card is not None else None,
+                chat_type=card.chat.type if card is not None else "private",
+                message_id=card.message_id if card is not None else None,
+                callback_query_id=cq.id,
+            ),
         )
 
     if update.my_chat_member is not None:
@@ -161,33 +163,34 @@ def parse_update(update: Update) -> InboundMessage | None:
                 address=str(sender),
                 provider_id=provider_id,
                 kind=EventKind.STOPPED,
-                extra={**base, "chat_id": member.chat.id, "chat_type": member.chat.type},
+                telegram=TelegramDetails(
+                    from_id=sender, chat_id=member.chat.id, chat_type=member.chat.type
+                ),
             )
         return None
 
     message = update.message
     if message is None:
         return None  # edited messages, channel posts and the rest are not acted on
-    extra = {
-        **base,
-        "chat_id": message.chat.id,
-        "chat_type": message.chat.type,
-        "message_id": message.message_id,
-    }
-    if message.reply_to_message is not None:
-        extra["reply_to"] = sent_id(message.chat.id, message.reply_to_message.message_id)
-    if message.contact is not None:
-        extra["contact"] = {
-            "phone": message.contact.phone_number,
-            "user_id": message.contact.user_id,
-        }
+    replied = message.reply_to_message
+    contact = message.contact
     return InboundMessage(
         channel=Channel.TELEGRAM,
         address=str(sender),
         provider_id=provider_id,
         text=message.text or message.caption or "",
         media=_media_of(message),
-        extra=extra,
+        # Only the sender's own number, sent by the share button, carries their user id.
+        contact=SharedContact(phone=contact.phone_number, own=contact.user_id == sender)
+        if contact is not None
+        else None,
+        telegram=TelegramDetails(
+            from_id=sender,
+            chat_id=message.chat.id,
+            chat_type=message.chat.type,
+            message_id=message.message_id,
+            reply_to=sent_id(message.chat.id, replied.message_id) if replied is not None else None,
+        ),
     )
 
 

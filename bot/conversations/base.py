@@ -21,6 +21,10 @@ class Reply:
     text: str
     choices: tuple[Choice, ...] = ()
     urgent: bool = False  # goes out even in quiet hours (answers to a waiting client are)
+    # A button that shares the client's own phone number, with this label (channels that
+    # have one render it; elsewhere the text alone is sent).
+    ask_phone: str | None = None
+    clear_buttons: bool = False  # takes away a button offered before (ask_phone's)
 
 
 @dataclass

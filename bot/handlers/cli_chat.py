@@ -12,9 +12,10 @@ from bot.channels.base import InboundMessage
 from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.dispatch import Dispatcher
+from bot.handlers import router
 from bot.handlers.cli_common import clock_of
 from bot.handlers.cli_core import ensure_migrated
-from bot.handlers.inbound import InboundProcessor, store
+from bot.handlers.inbound import InboundProcessor
 from bot.i18n import LANGUAGES
 from bot.phones import PhoneError, normalize_phone
 from bot.services import Services
@@ -113,8 +114,8 @@ async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
                 provider_id=f"console-{uuid.uuid4().hex}",
                 text=text,
             )
-            stored = await store(services, inbound)
-            await processor.process_client(stored.client_id)
+            await router.receive(services, inbound, processor=processor)
+            await processor.drain()
             await dispatcher.drain()
     finally:
         await services.close()

@@ -1,9 +1,10 @@
-"""Inbound messages: store first, then route each one (opt-out words, staff, conversation).
+"""Inbound client messages: store first, then process each one (opt-out words, dialogue).
 
-Every channel (Twilio, Telegram, the console) calls ``store`` before acknowledging the
-provider, then ``InboundProcessor.submit``. Processing claims the stored row inside the
-transaction that writes its replies, so a message is handled exactly once, and a message
-stored but never processed (a crash) is found again by ``InboundProcessor.sweep``.
+Every channel's message reaches ``store`` through the router (bot/handlers/router.py)
+before the provider is acknowledged, then ``InboundProcessor.submit``. Processing claims
+the stored row inside the transaction that writes its replies, so a message is handled
+exactly once, and a message stored but never processed (a crash) is found again by
+``InboundProcessor.sweep``.
 """
 
 from __future__ import annotations
@@ -172,17 +173,6 @@ async def _store_in(session: AsyncSession, services: Services, inbound: InboundM
     return Stored(msg.id, client.id, duplicate=False)
 
 
-async def handle_staff(turn: Turn) -> bool:
-    """HOOK (staff issue): handle a message from a staff member; True when it was one.
-
-    Staff write on Telegram and are recognised there before any client is made
-    (bot/handlers/telegram_routes.py, bot/handlers/staff.py), so no staff message reaches
-    this point. The attorney relay is called by the client conversation, which knows when a
-    message is meant for the attorney (bot/conversations/client.py -> relay).
-    """
-    return False
-
-
 async def _queue(
     session: AsyncSession,
     services: Services,
@@ -240,7 +230,7 @@ async def route(
     stored: Message,
     fetched: list[FetchedMedia],
 ) -> None:
-    """Handle one claimed message: keywords, then staff, then the client's conversation."""
+    """Handle one claimed client message: opt-out and help words, then their conversation."""
     assert client.id is not None
     if client.wrapped_key is None:
         return  # erased after the message arrived: nothing can be read or answered
@@ -310,8 +300,7 @@ async def route(
         stored=stored,
         first_contact=identity.notice_sent_at is None,
     )
-    if not await handle_staff(turn):
-        await client_conversation.respond(turn)
+    await client_conversation.respond(turn)
     for reply in turn.replies:
         await _queue(session, services, client, identity, reply)
 

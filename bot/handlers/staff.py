@@ -87,12 +87,13 @@ class StaffContext:
 
     @property
     def chat_id(self) -> int | None:
-        value = self.message.extra.get("chat_id")
-        return int(value) if value is not None else None
+        chat = self.message.telegram
+        return chat.chat_id if chat is not None else None
 
     @property
     def private(self) -> bool:
-        return bool(self.message.extra.get("chat_type", "private") == "private")
+        chat = self.message.telegram
+        return chat is None or chat.private
 
     @property
     def is_coordinator(self) -> bool:
@@ -198,9 +199,9 @@ async def handle_staff_message(
             return
         await command(ctx, args)
         return
-    reply_to = message.extra.get("reply_to")
+    reply_to = message.telegram.reply_to if message.telegram is not None else None
     if reply_to and ctx.private:
-        await _reply_to_card(ctx, str(reply_to), text)
+        await _reply_to_card(ctx, reply_to, text)
         return
     if not ctx.private:
         return  # conversation in the group is between people, not for the bot
@@ -229,14 +230,14 @@ async def _reply_to_card(ctx: StaffContext, card_provider_id: str, text: str) ->
 
 
 async def _relay(ctx: StaffContext, case: Case | None, text: str) -> None:
-    message_id = ctx.message.extra.get("message_id")
+    chat = ctx.message.telegram
     outcome = await relay.reply_to_client(
         ctx.session,
         ctx.services,
         staff=ctx.staff,
         case=case,
         text=text,
-        reply_to_message_id=int(message_id) if message_id is not None else None,
+        reply_to_message_id=chat.message_id if chat is not None else None,
     )
     if not outcome.sent:
         await ctx.say(outcome.notice)

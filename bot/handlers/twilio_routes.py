@@ -23,7 +23,8 @@ from bot.channels.twilio import (
     request_url,
     verify_signature,
 )
-from bot.handlers.inbound import PROCESSOR, store
+from bot.handlers import router
+from bot.handlers.inbound import PROCESSOR
 from storage import repo
 from storage.db import transaction
 from storage.models import Channel, ChannelIdentity, Direction
@@ -82,16 +83,12 @@ async def sms_webhook(request: web.Request) -> web.Response:
         inbound = parse_inbound(params)
     except ParseError:
         raise web.HTTPBadRequest(text="not a message") from None
-    services = request.app[SERVICES]
-    metrics = request.app[METRICS]
-    stored = await store(services, inbound)
-    if stored.duplicate:
-        metrics.inbound_duplicates.labels(channel=Channel.SMS).inc()
-    else:
-        metrics.inbound.labels(channel=Channel.SMS).inc()
-    processor = request.app.get(PROCESSOR)
-    if processor is not None:
-        processor.submit(stored.client_id)
+    await router.receive(
+        request.app[SERVICES],
+        inbound,
+        processor=request.app.get(PROCESSOR),
+        metrics=request.app[METRICS],
+    )
     return _twiml()
 
 

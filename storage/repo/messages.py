@@ -231,6 +231,13 @@ def mark_inbound_processed(session: AsyncSession, *, msg: Message, now: datetime
     session.add(msg)
 
 
+def mark_inbound_failed(session: AsyncSession, *, msg: Message, now: datetime) -> None:
+    """An inbound message that could not be handled: kept, marked for a person to look at."""
+    msg.status = MessageStatus.FAILED
+    msg.updated_at = now
+    session.add(msg)
+
+
 async def record_inbound_failure(
     session: AsyncSession, *, message_id: int, max_attempts: int, now: datetime
 ) -> bool:

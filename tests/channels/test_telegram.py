@@ -21,6 +21,7 @@ from bot.channels.base import (
     OutboundMessage,
     SendError,
     SendErrorKind,
+    SharedContact,
 )
 from bot.channels.telegram import (
     MEDIA_PREFIX,
@@ -88,26 +89,32 @@ def test_parse_text_reply_and_group() -> None:
         EventKind.MESSAGE,
     )
     assert msg.provider_id == "500000"
-    assert msg.extra["chat_type"] == "private" and "reply_to" not in msg.extra
+    assert msg.telegram is not None
+    assert msg.telegram.chat_type == "private" and msg.telegram.reply_to is None
+    assert msg.telegram.from_id == ANA.id and msg.contact is None
 
     card = u.bot_message(ANA.id, 101, "Case X")
     reply = _parse(u.text(ANA, "answer", reply_to=card))
-    assert reply.extra["reply_to"] == f"{ANA.id}:101"  # keyed by the chat it was written in
+    assert reply.telegram is not None
+    assert reply.telegram.reply_to == f"{ANA.id}:101"  # keyed by the chat it was written in
 
     in_group = _parse(u.text(ANA, "/find X", chat=group_chat(-100)))
-    assert in_group.extra["chat_type"] == "supergroup" and in_group.extra["chat_id"] == -100
+    assert in_group.telegram is not None
+    assert in_group.telegram.chat_type == "supergroup" and in_group.telegram.chat_id == -100
+    assert not in_group.telegram.private
 
 
 def test_parse_button_contact_media_and_blocked() -> None:
     u = Updates()
     button = _parse(u.callback(ANA, "housing"))
     assert (button.text, button.choice) == ("housing", "housing")
-    assert button.extra["callback_query_id"].startswith("cq")
+    assert button.telegram is not None and button.telegram.callback_query_id is not None
+    assert button.telegram.callback_query_id.startswith("cq")
 
     own = _parse(u.contact(ANA, "12025550143", contact_user_id=ANA.id))
-    assert own.extra["contact"] == {"phone": "12025550143", "user_id": ANA.id}
+    assert own.contact == SharedContact(phone="12025550143", own=True)
     other = _parse(u.contact(ANA, "12025550199", contact_user_id=None))
-    assert other.extra["contact"]["user_id"] is None
+    assert other.contact == SharedContact(phone="12025550199", own=False)
 
     photo = _parse(u.photo(ANA, "PHOTO1", caption="my lease"))
     assert photo.text == "my lease"

@@ -7,8 +7,11 @@ on loopback that fail the test on any message they did not expect.
 
 from __future__ import annotations
 
+import pytest
 from sqlmodel import select
 
+from bot.dispatch import Dispatcher
+from bot.scheduler import REPORT_EVERY, Scheduler
 from storage import repo
 from storage.db import transaction
 from storage.models import Channel, ChannelIdentity, Client, Message, OutboxStatus, Staff
@@ -185,3 +188,37 @@ async def test_case_without_attorney_sends_no_card(tg: Harness) -> None:
     assert alert.inline_buttons == [("Assign", f"assign:{case.id}")]
     assert await tg.outbox(kind="card") == []
     assert Channel.SMS in tg.services.senders
+
+
+@pytest.fixture
+def app_timers_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's own scheduler never starts its timers: only the test's scheduler runs."""
+    monkeypatch.setattr(Scheduler, "start", lambda self, interval_seconds: None)
+
+
+async def test_delivery_report_is_scheduled_work(app_timers_off: None, tg: Harness) -> None:
+    maria, _ben, client = await _setup(tg)
+    case = await tg.open_case(client, attorney=maria)
+    await tg.sms(CLIENT_PHONE, LOCKS)
+    card = tg.card_of(MARIA.id, case.reference)
+    await tg.send(tg.updates.text(MARIA, "We will file an answer tomorrow.", reply_to=card))
+    sms = tg.twilio.sent_to(CLIENT_PHONE)[-1]
+    scheduler = Scheduler(tg.services, handlers={})
+    dispatcher = Dispatcher(tg.services)
+    await scheduler.tick()  # the reports run at once the first time: nothing new to say yet
+    await dispatcher.drain()
+    shown = [e.text for e in tg.fake.of("editMessageText")]
+    assert shown == [f"✓ Sent to {case.reference} by SMS at 10:00."]
+
+    await tg.sms_status(sms.sid, "delivered")
+    await scheduler.tick()  # not due: the last report was less than REPORT_EVERY ago
+    await dispatcher.drain()
+    assert [e.text for e in tg.fake.of("editMessageText")] == shown
+
+    tg.clock.advance(seconds=REPORT_EVERY.total_seconds())
+    await scheduler.tick()
+    await dispatcher.drain()
+    edits = tg.fake.of("editMessageText")
+    assert [e.text for e in edits] == [*shown, f"✓✓ Delivered to {case.reference} by SMS at 10:00."]
+    confirm = [c for c in tg.fake.sent(MARIA.id) if "by SMS" in c.text]
+    assert edits[-1].params["message_id"] == confirm[0].message_id  # the card's confirmation
