@@ -13,10 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import sms_text
-from bot.conversations import keywords
-from bot.conversations.base import Reply
-from bot.dispatch import NOTICE_CHANNELS
+from bot import keywords, sms_text
+from bot.core import NOTICE_CHANNELS, Reply
 from bot.i18n import LANGUAGES, available_languages
 from bot.outgoing import render_text
 from storage import repo

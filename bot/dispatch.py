@@ -37,16 +37,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import keywords
 from bot.appkeys import DISPATCHER, METRICS, SERVICES
-from bot.channels.base import (
-    ChannelSender,
-    Choice,
-    OutboundMessage,
-    SendError,
-    SendErrorKind,
-    SendResult,
-)
-from bot.conversations import keywords
+from bot.channels.base import ChannelSender, OutboundMessage, SendError, SendErrorKind, SendResult
+from bot.core import BYPASS_OPT_OUT, CARRIES_NOTICE, NOTICE_CHANNELS, OPTOUT_CONFIRM, Choice
 from bot.metrics import Metrics
 from bot.quiet_hours import hold_until
 from bot.services import Services
@@ -65,16 +59,6 @@ from storage.models import (
 
 log = logging.getLogger(__name__)
 
-# Outbox kinds the router writes. An opted-out identity still gets the one confirmation of
-# its opt-out and the answer to HELP; nothing else.
-OPTOUT_CONFIRM = "optout_confirm"
-OPTIN_CONFIRM = "optin_confirm"
-HELP_REPLY = "help"
-BYPASS_OPT_OUT = frozenset({OPTOUT_CONFIRM, HELP_REPLY})
-# These texts already say how to stop and get help, so they count as the first-contact notice.
-CARRIES_NOTICE = frozenset({HELP_REPLY, OPTIN_CONFIRM})
-# Channels where a first message must carry "Reply STOP to opt out, HELP for help."
-NOTICE_CHANNELS = frozenset({Channel.SMS, Channel.CONSOLE})
 
 Sleep = Callable[[float], Awaitable[None]]
 

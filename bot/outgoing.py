@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.conversations.base import Reply
+from bot.core import Reply
 from bot.i18n import gettext
 from storage import repo
 from storage.models import Channel, Client, OutboxItem, Priority

@@ -15,7 +15,7 @@ from bot.channels.twilio import TwilioSender
 from bot.clock import FakeClock
 from bot.config import Settings
 from bot.conversations import broadcast_wizard as wizard
-from bot.conversations.base import Reply
+from bot.core import Reply
 from bot.dispatch import Dispatcher
 from bot.outgoing import queue_reply
 from bot.scheduler import Scheduler

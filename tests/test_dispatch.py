@@ -16,8 +16,8 @@ from sqlmodel import col, select
 from bot.channels.base import ChannelSender, OutboundMessage, SendResult
 from bot.channels.twilio import TwilioSender
 from bot.clock import FakeClock
-from bot.conversations.base import Reply
-from bot.dispatch import OPTOUT_CONFIRM, Dispatcher
+from bot.core import OPTOUT_CONFIRM, Reply
+from bot.dispatch import Dispatcher
 from bot.metrics import Metrics
 from bot.outgoing import queue_reply
 from bot.services import Services

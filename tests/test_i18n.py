@@ -18,12 +18,12 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from sqlmodel import col, select
 
-from bot import sms_text
+from bot import keywords, sms_text
 from bot.casework import appointments
 from bot.casework.base import CLI
 from bot.casework.status import load_statuses
 from bot.clock import FakeClock
-from bot.conversations import keywords, status
+from bot.conversations import status
 from bot.conversations.answers import NO_WORDS, NUMBER_WORDS, YES_WORDS, phrases
 from bot.conversations.client import AGENT_WORDS, BACK_WORDS, MENU_WORDS, RESTART_WORDS
 from bot.i18n import LANGUAGES, LOCALES_DIR, available_languages, format_datetime, gettext

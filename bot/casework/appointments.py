@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework.base import Actor, CaseworkError, audit, authorize
 from bot.casework.limits import BRING_MAX, PLACE_MAX, check_text, check_timezone
-from bot.conversations.base import Reply
+from bot.core import Reply
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import queue_reply
 from storage import repo

@@ -1,4 +1,4 @@
-"""The channel-neutral message types and the interface every transport implements."""
+"""The interface every transport implements: what it is asked to send, and how it fails."""
 
 from __future__ import annotations
 
@@ -7,67 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-
-class EventKind(StrEnum):
-    """Things a provider tells us that are not messages."""
-
-    MESSAGE = "message"
-    STOPPED = "stopped"  # the client stopped us (STOP at the carrier, blocked the bot)
-
-
-@dataclass(frozen=True)
-class Media:
-    """A photo or document attached to an inbound message, not yet fetched."""
-
-    url: str
-    content_type: str = "application/octet-stream"
-
-
-@dataclass(frozen=True)
-class SharedContact:
-    """A phone number the sender shared (Telegram's contact button, or a contact card)."""
-
-    phone: str
-    own: bool  # the sender's own number, as the platform vouches; not someone else's card
-
-
-@dataclass(frozen=True)
-class TelegramDetails:
-    """Where on Telegram a message was written: what staff handling and the audit need."""
-
-    from_id: int  # the sender's user id (staff are recognised by it)
-    chat_id: int | None = None
-    chat_type: str = "private"  # private, group, supergroup
-    message_id: int | None = None  # the message itself (a pressed button's card)
-    reply_to: str | None = None  # provider id of the message replied to ("chat:message")
-    callback_query_id: str | None = None  # a pressed button, to stop its spinner
-
-    @property
-    def private(self) -> bool:
-        return self.chat_type == "private"
-
-
-@dataclass(frozen=True)
-class InboundMessage:
-    """One message from a client or staff member, whatever channel it came by."""
-
-    channel: str
-    address: str  # E.164 phone number, Telegram user id, console phone
-    provider_id: str  # MessageSid, update_id: the dedupe key
-    text: str = ""
-    media: tuple[Media, ...] = ()
-    kind: EventKind = EventKind.MESSAGE
-    choice: str | None = None  # a button the client pressed (Telegram callback data)
-    contact: SharedContact | None = None
-    telegram: TelegramDetails | None = None  # set for Telegram messages only
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One option of a question: the value stored and the label shown."""
-
-    value: str
-    label: str
+from bot.core import Choice, Media
 
 
 @dataclass(frozen=True)

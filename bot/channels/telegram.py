@@ -47,20 +47,15 @@ from telegram.ext import Application, ExtBot
 
 from bot.channels.base import (
     ChannelSender,
-    Choice,
-    EventKind,
     FetchedMedia,
-    InboundMessage,
-    Media,
     MediaError,
     OutboundMessage,
     SendError,
     SendErrorKind,
     SendResult,
-    SharedContact,
-    TelegramDetails,
 )
 from bot.config import ConfigError, Settings
+from bot.core import Choice, EventKind, InboundMessage, Media, SharedContact, TelegramDetails
 from storage.models import Channel
 
 log = logging.getLogger(__name__)

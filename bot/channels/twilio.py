@@ -20,10 +20,7 @@ from twilio.rest import Client as TwilioClient
 
 from bot.channels.base import (
     ChannelSender,
-    EventKind,
     FetchedMedia,
-    InboundMessage,
-    Media,
     MediaError,
     OutboundMessage,
     SendError,
@@ -31,6 +28,7 @@ from bot.channels.base import (
     SendResult,
 )
 from bot.config import Settings
+from bot.core import EventKind, InboundMessage, Media
 from bot.sms_text import MAX_BODY, truncate
 from storage.models import Channel
 from storage.types import utcnow

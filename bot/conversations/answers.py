@@ -19,8 +19,8 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import get_day_names, get_month_names
 
 from bot.conversations.dialogue_file import StateSpec
-from bot.conversations.keywords import normalise
 from bot.i18n import N_, gettext
+from bot.keywords import normalise
 from bot.phones import PhoneError, normalize_phone
 
 # Words a client may type, one msgid per meaning; translators give "|"-separated variants.

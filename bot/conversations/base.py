@@ -7,24 +7,11 @@ from typing import TYPE_CHECKING
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.channels.base import Choice, InboundMessage
+from bot.core import Choice, InboundMessage, Reply
 from storage.models import ChannelIdentity, Client, Message
 
 if TYPE_CHECKING:
     from bot.services import Services
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One message to the client: text, and choices the channel renders (numbers or buttons)."""
-
-    text: str
-    choices: tuple[Choice, ...] = ()
-    urgent: bool = False  # goes out even in quiet hours (answers to a waiting client are)
-    # A button that shares the client's own phone number, with this label (channels that
-    # have one render it; elsewhere the text alone is sent).
-    ask_phone: str | None = None
-    clear_buttons: bool = False  # takes away a button offered before (ask_phone's)
 
 
 @dataclass

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from bot.channels.base import Choice
 from bot.conversations import intake, relay, reminders, status
 from bot.conversations.answers import Reask, parse_choice, phrases
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
 from bot.conversations.engine import Engine, Progress
-from bot.conversations.keywords import normalise
+from bot.core import Choice, Reply
 from bot.i18n import N_, format_datetime, gettext
+from bot.keywords import normalise
 from bot.outgoing import alert_coordinators
 from storage import repo
 from storage.models import Case, ConversationState

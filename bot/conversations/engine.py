@@ -25,7 +25,6 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency
 
-from bot.channels.base import Choice
 from bot.conversations.answers import (
     HINT_CHOICE,
     HINT_DATE_RANGE,
@@ -48,10 +47,11 @@ from bot.conversations.answers import (
     parse_zip,
     phrases,
 )
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
 from bot.conversations.dialogue_file import MAX_INPUT, Dialogue, DialogueError, StateSpec
-from bot.conversations.keywords import normalise
+from bot.core import Choice, Reply
 from bot.i18n import LANGUAGES, N_, available_languages, gettext
+from bot.keywords import normalise
 
 FIX_SUFFIX = ":fix"  # the state a summary moves to when the client wants to correct an answer
 MAX_HOPS = 20  # action states chained in one step; more means a loop in the data

@@ -17,10 +17,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
 from bot.conversations.dialogue_file import Dialogue, DialogueError, load_dialogue
 from bot.conversations.eligibility import assess, load_guidelines, region_for_zip
 from bot.conversations.engine import Action, Engine, Progress, Step
+from bot.core import Reply
 from bot.i18n import N_, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo

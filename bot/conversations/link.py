@@ -7,7 +7,8 @@ sender's own number links: a contact card of someone else would hand over their 
 
 from __future__ import annotations
 
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
+from bot.core import Reply
 from bot.i18n import gettext
 from bot.phones import PhoneError, normalize_phone
 from storage import repo

@@ -23,10 +23,9 @@ from bot.casework.appointments import (
     sentences,
 )
 from bot.casework.status import is_closing_status
-from bot.channels.base import Choice
-from bot.conversations.base import Reply
-from bot.conversations.keywords import normalise
+from bot.core import Choice, Reply
 from bot.i18n import N_, format_datetime, gettext
+from bot.keywords import normalise
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo
 from storage.models import (

@@ -17,8 +17,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework.appointments import describe, is_discreet
 from bot.casework.status import status_label
-from bot.conversations.keywords import normalise
 from bot.i18n import N_, gettext
+from bot.keywords import normalise
 from storage import repo
 from storage.models import Case, Client
 

@@ -8,9 +8,9 @@ import sys
 import threading
 import uuid
 
-from bot.channels.base import InboundMessage
 from bot.channels.console import ConsoleSender
 from bot.config import Settings
+from bot.core import InboundMessage
 from bot.dispatch import Dispatcher
 from bot.handlers import router
 from bot.handlers.cli_common import clock_of

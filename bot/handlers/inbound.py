@@ -22,12 +22,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot import keywords
 from bot.appkeys import DISPATCHER, METRICS, SERVICES
-from bot.channels.base import EventKind, FetchedMedia, InboundMessage, Media, MediaError
+from bot.channels.base import FetchedMedia, MediaError
 from bot.conversations import client as client_conversation
-from bot.conversations import keywords
-from bot.conversations.base import Reply, Turn
-from bot.dispatch import HELP_REPLY, OPTIN_CONFIRM, OPTOUT_CONFIRM
+from bot.conversations.base import Turn
+from bot.core import (
+    HELP_REPLY,
+    OPTIN_CONFIRM,
+    OPTOUT_CONFIRM,
+    EventKind,
+    InboundMessage,
+    Media,
+    Reply,
+)
 from bot.metrics import Metrics
 from bot.outgoing import queue_reply, render_text
 from bot.services import Services

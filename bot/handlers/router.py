@@ -20,9 +20,9 @@ from enum import StrEnum
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.channels.base import EventKind, InboundMessage, TelegramDetails
 from bot.conversations import link
 from bot.conversations.base import Turn
+from bot.core import EventKind, InboundMessage, TelegramDetails
 from bot.handlers import inbound
 from bot.handlers import staff as staff_handlers
 from bot.handlers.inbound import InboundProcessor

@@ -21,9 +21,9 @@ from bot.casework import appointments
 from bot.casework.assign import assign_case
 from bot.casework.base import COORDINATORS_ONLY, NOT_YOURS, Actor, CaseworkError, authorize
 from bot.casework.status import change_status
-from bot.channels.base import Choice, InboundMessage
 from bot.conversations import broadcast_wizard as wizard
 from bot.conversations import relay
+from bot.core import Choice, InboundMessage
 from bot.services import Services
 from storage import repo
 from storage.db import transaction

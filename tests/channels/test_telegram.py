@@ -13,16 +13,7 @@ from typing import Any
 import pytest
 from telegram import Update
 
-from bot.channels.base import (
-    Choice,
-    EventKind,
-    Media,
-    MediaError,
-    OutboundMessage,
-    SendError,
-    SendErrorKind,
-    SharedContact,
-)
+from bot.channels.base import MediaError, OutboundMessage, SendError, SendErrorKind
 from bot.channels.telegram import (
     MEDIA_PREFIX,
     ChatPacer,
@@ -30,6 +21,7 @@ from bot.channels.telegram import (
     TelegramSender,
     parse_update,
 )
+from bot.core import Choice, EventKind, Media, SharedContact
 from tests.conftest import make_settings
 from tests.fakes.fake_telegram import TOKEN, FakeTelegram
 from tests.fakes.telegram_updates import Updates, User, group_chat

@@ -14,7 +14,7 @@ from sqlmodel import col, func, select
 
 from bot.app import create_app
 from bot.clock import FakeClock
-from bot.conversations.base import Reply
+from bot.core import Reply
 from bot.i18n import gettext
 from bot.outgoing import queue_reply
 from bot.services import Services

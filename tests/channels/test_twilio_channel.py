@@ -9,14 +9,7 @@ import pytest
 from multidict import MultiDict
 from twilio.request_validator import RequestValidator
 
-from bot.channels.base import (
-    EventKind,
-    Media,
-    MediaError,
-    OutboundMessage,
-    SendError,
-    SendErrorKind,
-)
+from bot.channels.base import MediaError, OutboundMessage, SendError, SendErrorKind
 from bot.channels.twilio import (
     ParseError,
     TwilioSender,
@@ -24,6 +17,7 @@ from bot.channels.twilio import (
     parse_status,
     verify_signature,
 )
+from bot.core import EventKind, Media
 from tests.fakes.fake_twilio import (
     ACCOUNT_SID,
     AUTH_TOKEN,

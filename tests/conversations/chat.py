@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from sqlmodel import select
 
-from bot.channels.base import InboundMessage
 from bot.conversations import client as client_conversation
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
+from bot.core import InboundMessage, Reply
 from bot.outgoing import queue_reply, render_text
 from bot.services import Services
 from storage import repo

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.conversations import keywords
-from bot.conversations.keywords import HELP, START, STOP, match, normalise, reply_language
+from bot import keywords
 from bot.i18n import gettext
+from bot.keywords import HELP, START, STOP, match, normalise, reply_language
 
 STOP_WORDS = [
     "STOP",

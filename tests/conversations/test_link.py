@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlmodel import col, select
 
-from bot.channels.base import InboundMessage, SharedContact
 from bot.conversations import link
-from bot.conversations.base import Reply, Turn
+from bot.conversations.base import Turn
+from bot.core import InboundMessage, Reply, SharedContact
 from bot.services import Services
 from storage import repo
 from storage.db import transaction

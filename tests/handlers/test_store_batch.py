@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import col, func, select
 
-from bot.channels.base import InboundMessage
+from bot.core import InboundMessage
 from bot.handlers import inbound
 from bot.handlers.inbound import store
 from bot.services import Services

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
-from bot.channels.base import InboundMessage
 from bot.conversations import client as client_conversation
 from bot.conversations.base import Turn
+from bot.core import InboundMessage
 from bot.handlers import inbound
 from bot.handlers.inbound import MAX_ATTEMPTS, process_next, store
 from bot.services import Services

@@ -28,9 +28,8 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from bot import i18n
+from bot import i18n, keywords
 from bot.clock import FakeClock
-from bot.conversations import keywords
 from storage import repo
 from storage.models import Channel, ChannelIdentity, Client, ConversationState, Direction, Message
 from tests.conftest import BACKEND

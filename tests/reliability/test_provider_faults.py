@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from bot.channels.twilio import TwilioSender
 from bot.clock import FakeClock
-from bot.conversations.base import Reply
+from bot.core import Reply
 from bot.outgoing import queue_reply
 from storage.db import transaction
 from storage.models import Channel, Client, OutboxItem, OutboxStatus
