@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bot.clock import Clock, system_clock
 from bot.config import ConfigError, Settings, load_settings
+from bot.handlers.cli_common import CommandError
 from bot.logging_setup import setup_logging
 
 # Each module has register(subparsers) and adds its commands with set_defaults(func=...).
@@ -26,10 +27,6 @@ COMMAND_MODULES = [
 ]
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int | None]]
-
-
-class CommandError(Exception):
-    """Bad input or a refused operation: one line on stderr, exit code 2, nothing changed."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,8 +94,4 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = system_clock) -> i
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # Run as `python -m bot.cli`, this file is __main__, and its CommandError is not the class
-    # the command modules raise (theirs is bot.cli's): run the imported module's main instead.
-    from bot.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -13,10 +13,9 @@ from bot.casework.assign import assign_case
 from bot.casework.base import CLI as ACTOR
 from bot.casework.erase import erase_client
 from bot.casework.status import change_status
-from bot.cli import CommandError
 from bot.config import Settings
 from bot.handlers import cli_common as common
-from bot.handlers.cli_common import refusals, services_for
+from bot.handlers.cli_common import CommandError, refusals, services_for
 from bot.i18n import LANGUAGES
 from bot.keys import load_vault, prepend_key_file
 from storage import repo

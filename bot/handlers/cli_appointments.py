@@ -8,9 +8,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework import appointments
 from bot.casework.base import CLI as ACTOR
-from bot.cli import CommandError
 from bot.config import Settings
-from bot.handlers.cli_common import case_by_reference, refusals, services_for
+from bot.handlers.cli_common import CommandError, case_by_reference, refusals, services_for
 from bot.i18n import format_datetime
 from storage.db import transaction
 from storage.models import Appointment

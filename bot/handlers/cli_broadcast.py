@@ -11,9 +11,8 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from bot import broadcast
-from bot.cli import CommandError
 from bot.config import Settings
-from bot.handlers.cli_common import services_for
+from bot.handlers.cli_common import CommandError, services_for
 from bot.i18n import LANGUAGES
 from bot.services import Services
 from storage import repo

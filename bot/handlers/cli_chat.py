@@ -13,8 +13,7 @@ from bot.config import Settings
 from bot.core import InboundMessage
 from bot.dispatch import Dispatcher
 from bot.handlers import router
-from bot.handlers.cli_common import clock_of
-from bot.handlers.cli_core import ensure_migrated
+from bot.handlers.cli_common import CommandError, clock_of, ensure_migrated
 from bot.handlers.inbound import InboundProcessor
 from bot.i18n import LANGUAGES
 from bot.phones import PhoneError, normalize_phone
@@ -72,8 +71,6 @@ async def _ensure_client(services: Services, phone: str, language: str | None) -
 
 async def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
     """Talks to the bot as the client with this phone number until /quit or end of input."""
-    from bot.cli import CommandError
-
     try:
         phone = normalize_phone(args.phone)
     except PhoneError as exc:

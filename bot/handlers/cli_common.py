@@ -12,17 +12,32 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework import limits
 from bot.casework.base import CaseworkError
-from bot.cli import CommandError
 from bot.clock import Clock, system_clock
 from bot.config import Settings
-from bot.handlers.cli_core import ensure_migrated
 from bot.i18n import LANGUAGES, available_languages
 from bot.phones import PhoneError, normalize_phone
 from bot.services import Services
-from storage import repo
+from storage import migrate, repo
 from storage.models import Case, Channel, Client, Role
 
+log = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """Bad input or a refused operation: one line on stderr, exit code 2, nothing changed."""
+
+
 # --------------------------------------------------------------------------- plumbing
+
+
+async def ensure_migrated(settings: Settings) -> None:
+    """Migrate in development; in production refuse to run on an old schema."""
+    if await migrate.is_up_to_date(settings.database_url):
+        return
+    if settings.is_production:
+        raise CommandError("the database is not migrated: run `probono db upgrade` first")
+    log.info("migrating the development database")
+    await migrate.upgrade_async(settings.database_url)
 
 
 async def migrated(settings: Settings) -> None:

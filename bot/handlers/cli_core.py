@@ -10,6 +10,7 @@ import signal
 from aiohttp import web
 
 from bot.config import Settings
+from bot.handlers.cli_common import ensure_migrated
 from storage import migrate
 
 log = logging.getLogger(__name__)
@@ -20,18 +21,6 @@ async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     await migrate.upgrade_async(settings.database_url)
     print(f"database at revision {migrate.head_revision()}")
     return 0
-
-
-async def ensure_migrated(settings: Settings) -> None:
-    """Migrate in development; in production refuse to run on an old schema."""
-    from bot.cli import CommandError
-
-    if await migrate.is_up_to_date(settings.database_url):
-        return
-    if settings.is_production:
-        raise CommandError("the database is not migrated: run `probono db upgrade` first")
-    log.info("migrating the development database")
-    await migrate.upgrade_async(settings.database_url)
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

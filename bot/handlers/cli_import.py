@@ -26,10 +26,9 @@ from bot.casework.imports import (
     import_appointment_row,
     import_case_row,
 )
-from bot.cli import CommandError
 from bot.config import Settings
 from bot.handlers.cli_broadcast import ProgressBar
-from bot.handlers.cli_common import services_for
+from bot.handlers.cli_common import CommandError, services_for
 from storage.db import transaction
 
 
