@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework.base import Actor, CaseworkError, audit, authorize
-from bot.conversations.relay import HANDOFF_KIND, first_name, recent_thread_text
+from bot.casework.thread import HANDOFF_KIND, first_name, recent_thread_text
 from bot.core import Reply
 from bot.i18n import gettext
 from bot.outgoing import queue_reply

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.casework.thread import ATTORNEY_KIND, channel_label, first_name, local_time
 from bot.i18n import gettext
 from storage import repo
 from storage.db import transaction
@@ -42,33 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CARD_KIND = "card"  # a client's message shown to their attorney
-ATTORNEY_KIND = "attorney"  # an attorney's message to a client
 CONFIRM_KIND = "relay_confirm"  # "sent by SMS" to the attorney, later edited with the status
-HANDOFF_KIND = "handoff"  # a case (and its recent thread) handed to an attorney
-THREAD_LIMIT = 10
-THREAD_CHARS = 3500  # one Telegram message holds 4096
 DELIVERY_WINDOW = timedelta(days=3)  # how long a reply's delivery is followed
-
-CHANNEL_LABELS: dict[str, str] = {
-    Channel.SMS: "SMS",
-    Channel.TELEGRAM: "Telegram",
-    Channel.CONSOLE: "console",
-}
-
-
-def channel_label(channel: str) -> str:
-    return CHANNEL_LABELS.get(channel, channel)
-
-
-def first_name(full_name: str) -> str:
-    """What a client is told about their attorney: the first name only."""
-    return full_name.split()[0] if full_name.split() else ""
-
-
-def local_time(services: Services, when: datetime, fmt: str = "%H:%M") -> str:
-    """A time as the program's staff read it (the program's time zone)."""
-    return when.astimezone(ZoneInfo(services.settings.default_timezone)).strftime(fmt)
-
 
 # --------------------------------------------------------------------------- client -> attorney
 
@@ -358,29 +334,3 @@ async def _report_one(session: AsyncSession, services: Services, item_id: int, s
     session.add(item)
     await session.flush()
     return True
-
-
-# --------------------------------------------------------------------------- a case's thread
-
-
-async def recent_thread_text(
-    session: AsyncSession, services: Services, *, case: Case, client: Client
-) -> str:
-    """The client's recent words and the attorney replies, for the case's attorney only."""
-    assert client.id is not None
-    rows = await repo.client_thread(
-        session, client_id=client.id, reply_kind=ATTORNEY_KIND, limit=THREAD_LIMIT
-    )
-    lines: list[str] = []
-    for msg, _item in rows:
-        who = "Client" if msg.direction == Direction.IN else "Reply"
-        when = local_time(services, msg.created_at, "%m-%d %H:%M")
-        body = repo.message_body(services.vault, client, msg).strip()
-        if not body and not msg.media:
-            continue  # a shared contact: nothing was written
-        body = body or "[attachment]"
-        lines.append(f"{who} · {channel_label(msg.channel)} · {when}\n{body}")
-    text = "\n\n".join(lines) if lines else "(no messages yet)"
-    if len(text) > THREAD_CHARS:
-        text = "…" + text[-THREAD_CHARS:]
-    return text

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.casework import appointments
+from bot.casework import appointments, thread
 from bot.casework.assign import assign_case
 from bot.casework.base import COORDINATORS_ONLY, NOT_YOURS, Actor, CaseworkError, authorize
 from bot.casework.status import change_status
@@ -291,7 +291,7 @@ async def _summary(ctx: StaffContext, case: Case) -> list[str]:
     attorney = (
         await ctx.session.get(Staff, case.assigned_staff_id) if case.assigned_staff_id else None
     )
-    handler = relay.first_name(repo.staff_name(services.vault, attorney)) if attorney else None
+    handler = thread.first_name(repo.staff_name(services.vault, attorney)) if attorney else None
     appt = await repo.next_appointment_for_case(
         ctx.session, case_id=case.id, after=services.clock()
     )
@@ -337,8 +337,8 @@ async def cmd_case(ctx: StaffContext, args: str) -> None:
         place = repo.appointment_place(ctx.services.vault, client, appt)
         at = next(i for i, line in enumerate(lines) if line.startswith("Next appointment"))
         lines.insert(at + 1, f"Place: {place or '-'}")
-    thread = await relay.recent_thread_text(ctx.session, ctx.services, case=case, client=client)
-    lines += ["", "Recent messages:", thread]
+    recent = await thread.recent_thread_text(ctx.session, ctx.services, case=case, client=client)
+    lines += ["", "Recent messages:", recent]
     await ctx.say("\n".join(lines), client=client, case_id=case.id)
     await ctx.audit("staff.read", case, detail="/case with recent messages")
 
