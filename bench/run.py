@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot import broadcast  # noqa: E402
+from bot.casework import broadcast  # noqa: E402
 from bot.channels.twilio import TwilioSender  # noqa: E402
 from bot.dispatch import Dispatcher  # noqa: E402
 from bot.scheduler import BATCH, LEASE  # noqa: E402

@@ -21,8 +21,8 @@ from typing import Any
 from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import broadcast
 from bot.appkeys import DISPATCHER, SERVICES
+from bot.casework import broadcast
 from bot.conversations import intake, relay, reminders
 from bot.handlers import staff as staff_handlers
 from bot.services import Services

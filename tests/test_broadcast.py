@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, func, select
 
-from bot import broadcast
+from bot.casework import broadcast
 from bot.channels.twilio import TwilioSender
 from bot.clock import FakeClock
 from bot.config import Settings

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot import broadcast
+from bot.casework import broadcast
 from bot.i18n import LANGUAGES
 from storage.db import transaction
 from storage.models import Broadcast

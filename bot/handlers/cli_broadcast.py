@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from bot import broadcast
+from bot.casework import broadcast
 from bot.config import Settings
 from bot.handlers.cli_common import CommandError, services_for
 from bot.i18n import LANGUAGES

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from sqlmodel import col, select
 
-from bot import broadcast
+from bot.casework import broadcast
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
