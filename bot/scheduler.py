@@ -23,8 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.appkeys import DISPATCHER, SERVICES
 from bot.casework import broadcast
-from bot.conversations import intake, relay, reminders
-from bot.handlers import staff as staff_handlers
+from bot.conversations import broadcast_wizard, intake, relay, reminders
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -70,10 +69,12 @@ def default_handlers() -> dict[str, Handler | None]:
 
 
 def default_passes() -> tuple[Pass, ...]:
-    """Delivery reports: attorney replies' status and broadcasts' progress, edited in place."""
+    """Delivery reports (attorney replies' status and broadcasts' progress, edited in place),
+    and confirmed Telegram broadcasts whose process died before queueing them."""
     return (
         Pass("relay delivery reports", REPORT_EVERY, relay.report_deliveries),
-        Pass("broadcast progress", REPORT_EVERY, staff_handlers.report_broadcasts),
+        Pass("broadcast progress", REPORT_EVERY, broadcast_wizard.report_broadcasts),
+        Pass("stranded broadcasts", REPORT_EVERY, broadcast_wizard.send_stranded),
     )
 
 

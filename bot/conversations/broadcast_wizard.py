@@ -10,8 +10,10 @@ calls ``send``; then it edits one message in place with ``progress`` until
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -19,11 +21,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework import broadcast
 from bot.i18n import LANGUAGES
+from storage import repo
 from storage.db import transaction
-from storage.models import Broadcast
+from storage.models import Broadcast, OutboxItem, Staff
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+log = logging.getLogger(__name__)
 
 # Steps
 SEGMENT = "segment"
@@ -291,3 +296,132 @@ async def progress(services: Services, broadcast_id: int) -> tuple[str, bool]:
     if rep.done:
         text = "\n".join([text, *rep.lines()[1:]])
     return text, rep.done
+
+
+# --------------------------------------------------------------------------- after confirmation
+
+PROGRESS_KIND = "bcast.progress"  # outbox.kind holds 16 characters
+PROGRESS_EDIT_KIND = "bcast.edit"
+PROGRESS_WINDOW = timedelta(days=2)
+
+# A dialogue untouched this long is forgotten: nothing is sent before confirmation, so a
+# coordinator who comes back later just starts again.
+WIZARD_TTL = timedelta(days=1)
+BROADCAST_FLOW = "broadcast"
+
+
+async def send_confirmed(services: Services, staff: Staff, version: int) -> bool:
+    """Queues the confirmed broadcast and posts the message that will show its progress.
+
+    broadcast.send commits batch by batch in sessions of its own, so it runs after the
+    confirming message's transaction, not inside it. Taking the confirmed state waits for
+    that transaction (SQLite's write lock, PostgreSQL's row lock) and finds nothing if it
+    rolled back, so a broadcast is queued once, and only once its confirmation is
+    stored. If the process dies between the two, ``send_stranded`` (a scheduler pass) takes
+    it. False when there was nothing to take.
+    """
+    assert staff.id is not None
+    async with transaction(services.sessions) as session:
+        row = await repo.take_staff_dialogue(session, staff_id=staff.id, version=version)
+    if row is None:
+        return False
+    state = WizardState.from_dict(row.data)
+    try:
+        sent = await send(services, state, staff_id=staff.id)
+        assert sent.id is not None
+        text, done = await progress(services, sent.id)
+        async with transaction(services.sessions) as session:
+            await repo.enqueue_staff(
+                session,
+                vault=services.vault,
+                due_at=services.clock(),
+                text=text,
+                staff=staff,
+                kind=PROGRESS_KIND,
+                dedupe_key=f"broadcast-progress:{sent.id}",
+                extra={"broadcast_id": sent.id, "shown": text, "done": done},
+            )
+    except Exception as exc:
+        log.error("broadcast from Telegram failed: %s", type(exc).__name__)
+        async with transaction(services.sessions) as session:
+            await repo.enqueue_staff(
+                session,
+                vault=services.vault,
+                due_at=services.clock(),
+                text="The broadcast could not be queued. Check with /broadcast again.",
+                staff=staff,
+            )
+    return True
+
+
+# The process that stored a confirmation queues its broadcast at once; one still confirmed
+# this long after lost its process in between, and whichever process looks first sends it.
+STRANDED_AFTER = timedelta(seconds=30)
+
+
+async def send_stranded(services: Services) -> int:
+    """Queues confirmed broadcasts that no process took (it died first); returns how many."""
+    before = services.clock() - STRANDED_AFTER
+    async with services.sessions() as session:
+        rows = await repo.staff_dialogues_of_flow(
+            session, flow=BROADCAST_FLOW, updated_before=before
+        )
+        confirmed = [
+            (row.staff_id, row.version)
+            for row in rows
+            if WizardState.from_dict(row.data).step == DONE
+        ]
+    taken = 0
+    for staff_id, version in confirmed:
+        async with services.sessions() as session:
+            staff = await session.get(Staff, staff_id)
+        if staff is not None and await send_confirmed(services, staff, version):
+            taken += 1
+    return taken
+
+
+async def wait_broadcast_sends(services: Services) -> None:
+    """Waits for broadcasts confirmed in Telegram through this app to be queued (tests)."""
+    tasks = list(services.background)
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def report_broadcasts(services: Services) -> int:
+    """Edits each broadcast's progress message in place until its report is final.
+
+    Run periodically next to the delivery reports; returns how many edits were queued.
+    """
+    since = services.clock() - PROGRESS_WINDOW
+    async with services.sessions() as session:
+        rows = await repo.outbox_items_of_kind(session, kind=PROGRESS_KIND, since=since)
+        todo = [
+            (item.id, int((item.extra or {})["broadcast_id"]), msg.provider_id, msg.staff_id)
+            for item, msg in rows
+            if msg.provider_id is not None and not (item.extra or {}).get("done")
+        ]
+    edits = 0
+    for item_id, broadcast_id, provider_id, staff_id in todo:
+        # Worked out before the transaction that writes the edit (progress reads on its own).
+        text, done = await progress(services, broadcast_id)
+        async with transaction(services.sessions) as session:
+            item = await session.get(OutboxItem, item_id, with_for_update=True)
+            staff = await session.get(Staff, staff_id) if staff_id else None
+            if item is None or item.extra is None or staff is None:
+                continue
+            if item.extra.get("done"):
+                continue  # another process already showed the final report
+            if text != item.extra.get("shown"):
+                await repo.enqueue_staff(
+                    session,
+                    vault=services.vault,
+                    due_at=services.clock(),
+                    text=text,
+                    staff=staff,
+                    kind=PROGRESS_EDIT_KIND,
+                    extra={"edit_message_id": provider_id},
+                )
+                edits += 1
+            item.extra = {**item.extra, "shown": text, "done": done}
+            session.add(item)
+    return edits

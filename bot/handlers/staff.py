@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,8 +26,7 @@ from bot.conversations import relay
 from bot.core import Choice, InboundMessage
 from bot.services import Services
 from storage import repo
-from storage.db import transaction
-from storage.models import Case, Channel, Client, Direction, Message, OutboxItem, Role, Staff
+from storage.models import Case, Channel, Client, Direction, Message, Role, Staff
 
 log = logging.getLogger(__name__)
 
@@ -519,23 +518,15 @@ async def cmd_appt(ctx: StaffContext, args: str) -> None:
 # --------------------------------------------------------------------------- broadcasts
 
 BROADCAST_BUTTON = "bcast"
-PROGRESS_KIND = "bcast.progress"  # outbox.kind holds 16 characters
-PROGRESS_EDIT_KIND = "bcast.edit"
-PROGRESS_WINDOW = timedelta(days=2)
-
-# A dialogue untouched this long is forgotten: nothing is sent before confirmation, so a
-# coordinator who comes back later just starts again.
-WIZARD_TTL = timedelta(days=1)
-BROADCAST_FLOW = "broadcast"
 
 
 async def _open_wizard(ctx: StaffContext) -> tuple[int, wizard.WizardState] | None:
     """The coordinator's wizard (its version and state), locked in this message's transaction."""
     assert ctx.staff.id is not None
     row = await repo.load_staff_dialogue(ctx.session, staff_id=ctx.staff.id)
-    if row is None or row.flow != BROADCAST_FLOW:
+    if row is None or row.flow != wizard.BROADCAST_FLOW:
         return None
-    if row.updated_at < ctx.services.clock() - WIZARD_TTL:
+    if row.updated_at < ctx.services.clock() - wizard.WIZARD_TTL:
         await repo.end_staff_dialogue(ctx.session, staff_id=ctx.staff.id, version=row.version)
         return None
     state = wizard.WizardState.from_dict(row.data)
@@ -576,11 +567,11 @@ async def cmd_broadcast(ctx: StaffContext, args: str) -> None:
     step = wizard.start()
     now = ctx.services.clock()
     # Abandoned wizards of anyone go here, so their texts do not stay in the table for ever.
-    await repo.forget_staff_dialogues(ctx.session, before=now - WIZARD_TTL)
+    await repo.forget_staff_dialogues(ctx.session, before=now - wizard.WIZARD_TTL)
     await repo.start_staff_dialogue(
         ctx.session,
         staff_id=ctx.staff.id,
-        flow=BROADCAST_FLOW,
+        flow=wizard.BROADCAST_FLOW,
         data=step.state.to_dict(),
         at=now,
     )
@@ -614,99 +605,9 @@ async def _wizard_turn(
     )
     await _say_step(ctx, step)
     if step.send:
-        task = asyncio.create_task(_send_broadcast(ctx.services, ctx.staff, version))
+        task = asyncio.create_task(wizard.send_confirmed(ctx.services, ctx.staff, version))
         ctx.services.background.add(task)
         task.add_done_callback(ctx.services.background.discard)
-
-
-async def _send_broadcast(services: Services, staff: Staff, version: int) -> None:
-    """Queues the confirmed broadcast and posts the message that will show its progress.
-
-    broadcast.send commits batch by batch in sessions of its own, so it runs after the
-    confirming message's transaction, not inside it. Taking the confirmed state waits for
-    that transaction (SQLite's write lock, PostgreSQL's row lock) and finds nothing if it
-    rolled back, so a broadcast is queued once, and only once its confirmation is
-    stored. A process that dies between the two forgets it (the coordinator saw no progress
-    message and sends /broadcast again).
-    """
-    assert staff.id is not None
-    async with transaction(services.sessions) as session:
-        row = await repo.take_staff_dialogue(session, staff_id=staff.id, version=version)
-    if row is None:
-        return
-    state = wizard.WizardState.from_dict(row.data)
-    try:
-        sent = await wizard.send(services, state, staff_id=staff.id)
-        assert sent.id is not None
-        text, done = await wizard.progress(services, sent.id)
-        async with transaction(services.sessions) as session:
-            await repo.enqueue_staff(
-                session,
-                vault=services.vault,
-                due_at=services.clock(),
-                text=text,
-                staff=staff,
-                kind=PROGRESS_KIND,
-                dedupe_key=f"broadcast-progress:{sent.id}",
-                extra={"broadcast_id": sent.id, "shown": text, "done": done},
-            )
-    except Exception as exc:
-        log.error("broadcast from Telegram failed: %s", type(exc).__name__)
-        async with transaction(services.sessions) as session:
-            await repo.enqueue_staff(
-                session,
-                vault=services.vault,
-                due_at=services.clock(),
-                text="The broadcast could not be queued. Check with /broadcast again.",
-                staff=staff,
-            )
-
-
-async def wait_broadcast_sends(services: Services) -> None:
-    """Waits for broadcasts confirmed in Telegram through this app to be queued (tests)."""
-    tasks = list(services.background)
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def report_broadcasts(services: Services) -> int:
-    """Edits each broadcast's progress message in place until its report is final.
-
-    Run periodically next to the delivery reports; returns how many edits were queued.
-    """
-    since = services.clock() - PROGRESS_WINDOW
-    async with services.sessions() as session:
-        rows = await repo.outbox_items_of_kind(session, kind=PROGRESS_KIND, since=since)
-        todo = [
-            (item.id, int((item.extra or {})["broadcast_id"]), msg.provider_id, msg.staff_id)
-            for item, msg in rows
-            if msg.provider_id is not None and not (item.extra or {}).get("done")
-        ]
-    edits = 0
-    for item_id, broadcast_id, provider_id, staff_id in todo:
-        # Worked out before the transaction that writes the edit (progress reads on its own).
-        text, done = await wizard.progress(services, broadcast_id)
-        async with transaction(services.sessions) as session:
-            item = await session.get(OutboxItem, item_id, with_for_update=True)
-            staff = await session.get(Staff, staff_id) if staff_id else None
-            if item is None or item.extra is None or staff is None:
-                continue
-            if item.extra.get("done"):
-                continue  # another process already showed the final report
-            if text != item.extra.get("shown"):
-                await repo.enqueue_staff(
-                    session,
-                    vault=services.vault,
-                    due_at=services.clock(),
-                    text=text,
-                    staff=staff,
-                    kind=PROGRESS_EDIT_KIND,
-                    extra={"edit_message_id": provider_id},
-                )
-                edits += 1
-            item.extra = {**item.extra, "shown": text, "done": done}
-            session.add(item)
-    return edits
 
 
 async def cmd_help(ctx: StaffContext, args: str) -> None:

@@ -162,6 +162,7 @@ from storage.repo.staff_dialogues import (
     forget_staff_dialogues,
     load_staff_dialogue,
     save_staff_dialogue,
+    staff_dialogues_of_flow,
     start_staff_dialogue,
     take_staff_dialogue,
 )
@@ -291,6 +292,7 @@ __all__ = [
     "set_pin",
     "settle_scheduled_item",
     "skip_outbox",
+    "staff_dialogues_of_flow",
     "staff_index_kind",
     "staff_name",
     "staff_telegram_id",

@@ -109,6 +109,18 @@ async def take_staff_dialogue(
     return row
 
 
+async def staff_dialogues_of_flow(
+    session: AsyncSession, *, flow: str, updated_before: datetime
+) -> list[StaffDialogue]:
+    """Every dialogue of one kind left untouched since ``updated_before`` (a handful at most)."""
+    rows = await session.exec(
+        select(StaffDialogue).where(
+            StaffDialogue.flow == flow, col(StaffDialogue.updated_at) < updated_before
+        )
+    )
+    return list(rows.all())
+
+
 async def forget_staff_dialogues(session: AsyncSession, *, before: datetime) -> int:
     """Forget every dialogue untouched since ``before`` (abandoned); returns how many."""
     result = await session.exec(delete(StaffDialogue).where(col(StaffDialogue.updated_at) < before))

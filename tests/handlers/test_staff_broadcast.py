@@ -14,7 +14,9 @@ from sqlmodel import select
 
 from bot.app import create_app
 from bot.channels.telegram import ChatPacer, TelegramSender
+from bot.conversations import broadcast_wizard
 from bot.handlers import staff as staff_handlers
+from bot.scheduler import Scheduler
 from bot.services import Services
 from storage.models import Broadcast, Channel, StaffDialogue
 from tests.fakes.telegram_harness import SECRET, Harness, Role, User, tg
@@ -53,10 +55,10 @@ async def test_coordinator_broadcasts_one_sms_each_in_their_language(tg: Harness
     assert tg.twilio.sent_to(EN_PHONE) == [] and tg.twilio.sent_to(ES_PHONE) == []
 
     await tg.send(tg.updates.text(CARLA, "yes"))
-    await staff_handlers.wait_broadcast_sends(tg.services)
+    await broadcast_wizard.wait_broadcast_sends(tg.services)
     await tg.settle()
     for _ in range(20):
-        if not await staff_handlers.report_broadcasts(tg.services):
+        if not await broadcast_wizard.report_broadcasts(tg.services):
             break
         await tg.settle()
 
@@ -169,10 +171,10 @@ async def test_wizard_steps_alternate_between_two_processes_and_send_once(tg: Ha
         await _post(tg, one, yes)
         await _post(tg, other, yes)
         for process in (one, other):
-            await staff_handlers.wait_broadcast_sends(process.services)
+            await broadcast_wizard.wait_broadcast_sends(process.services)
         await tg.settle()
         for _ in range(20):
-            if not await staff_handlers.report_broadcasts(other.services):
+            if not await broadcast_wizard.report_broadcasts(other.services):
                 break
             await tg.settle()
 
@@ -229,7 +231,7 @@ async def test_a_confirmation_rolled_back_sends_nothing(
 
     monkeypatch.setattr(staff_handlers, "handle_staff_message", handle_then_fail)
     assert "did not work" in await _say(tg, CARLA, "yes")
-    await staff_handlers.wait_broadcast_sends(tg.services)
+    await broadcast_wizard.wait_broadcast_sends(tg.services)
     await tg.settle()
     assert tg.twilio.sent_to(EN_PHONE) == []
     async with tg.services.sessions() as session:
@@ -238,7 +240,41 @@ async def test_a_confirmation_rolled_back_sends_nothing(
     # The wizard still waits for the confirmation, and a confirmation that is stored sends.
     monkeypatch.undo()
     await _say(tg, CARLA, "yes")
-    await staff_handlers.wait_broadcast_sends(tg.services)
+    await broadcast_wizard.wait_broadcast_sends(tg.services)
     await tg.settle()
     (en,) = [m.body for m in tg.twilio.sent_to(EN_PHONE)]
     assert en.startswith(TEXTS["en"])
+
+
+async def test_a_confirmation_whose_process_died_is_sent_once_by_the_scheduler(
+    tg: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await tg.add_staff("Carla Reyes", Role.COORDINATOR, CARLA.id)
+    await tg.open_case(await tg.add_sms_client(EN_PHONE, language="en"))
+    await _say(tg, CARLA, "/broadcast")
+    await _say(tg, CARLA, "all")
+    assert "yes / no" in await _say(tg, CARLA, TEXTS["en"])
+
+    async def process_dies_first(*args: Any, **kw: Any) -> bool:
+        return False  # the confirmation is stored; the process dies before its send starts
+
+    monkeypatch.setattr(broadcast_wizard, "send_confirmed", process_dies_first)
+    assert "Sending..." in await _say(tg, CARLA, "yes")
+    await broadcast_wizard.wait_broadcast_sends(tg.services)
+    monkeypatch.undo()
+    await tg.settle()
+    assert tg.twilio.sent_to(EN_PHONE) == []
+
+    scheduler = Scheduler(tg.services, handlers={})
+    await scheduler.run_passes()  # too soon: the confirming process may still be sending
+    await tg.settle()
+    assert tg.twilio.sent_to(EN_PHONE) == []
+
+    for _ in range(3):  # any process's pass takes it after STRANDED_AFTER, and only once
+        tg.clock.advance(seconds=broadcast_wizard.STRANDED_AFTER.total_seconds() + 1)
+        await scheduler.run_passes()
+        await tg.settle()
+    (en,) = [m.body for m in tg.twilio.sent_to(EN_PHONE)]
+    assert en.startswith(TEXTS["en"])
+    async with tg.services.sessions() as session:
+        assert len((await session.exec(select(Broadcast))).all()) == 1
