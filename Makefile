@@ -51,7 +51,7 @@ test-shifted: $(TEST_STAMP)
 	faketime -f '$(SHIFT)' $(BIN)/python -c 'import datetime; print("clock now:", datetime.datetime.now(datetime.UTC).isoformat())'
 	PROBONO_TEST_BACKEND=sqlite faketime -f '$(SHIFT)' $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Benchmarks against the limits (issue 8): writes bench/RESULTS.md, ends with one `bench:` line.
+# Benchmarks against the limits: writes bench/RESULTS.md, ends with one `bench:` line.
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
 

@@ -592,7 +592,7 @@ def report(figs: list[Figures], command: str, seconds: float) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py",
-        description="probono-bot against its limits (issue 8). A full run writes "
+        description="probono-bot against its limits. A full run writes "
         "bench/RESULTS.md and ends with one `bench:` line; --only or --backend runs print "
         "their figures without touching RESULTS.md.",
     )
@@ -656,7 +656,7 @@ async def main(argv: list[str] | None = None) -> int:
             figures.append(f"rss_mb={fig.rss_mb:.0f}")
         if fig.backend != "sqlite":
             print(f"bench ({fig.backend}): " + " ".join(figures))
-    # The one line the issue asks for, last: SQLite's figures.
+    # One summary line, last: SQLite's figures.
     for fig in figs:
         if fig.backend == "sqlite":
             print(

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.reliability
 
 __all__ = ["tg"]
 
-# The 10,000: about 3.5 minutes on SQLite on 2 cores (8,000 took 172 s). A smaller
+# 10,000 texts by default: about 3.5 minutes on SQLite on 2 cores (8,000 took 172 s). A smaller
 # RELIABILITY_FUZZ_TEXTS (500, say) gives a quick local run.
 TEXTS = int(os.environ.get("RELIABILITY_FUZZ_TEXTS", "10000"))
 # Hypothesis draws a slot (0..11) and a channel; the slot picks from a window of the pool that
