@@ -209,7 +209,17 @@ async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(sub: Subparsers) -> None:
+    _register_staff(sub)
+    _register_client(sub)
+    _register_case(sub)
+    _register_keys(sub)
+
+
+def _register_staff(sub: Subparsers) -> None:
     staff = sub.add_parser("staff", help="attorneys and coordinators")
     staff_sub = staff.add_subparsers(dest="staff_command", metavar="ACTION", required=True)
     p = staff_sub.add_parser(
@@ -227,6 +237,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--phone", metavar="E164", help="their phone number, e.g. +15551234567")
     p.set_defaults(func=cmd_staff_add)
 
+
+def _register_client(sub: Subparsers) -> None:
     client = sub.add_parser("client", help="clients")
     client_sub = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
     p = client_sub.add_parser(
@@ -253,15 +265,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "erase",
         help="destroy a client's key: their data becomes unreadable",
         description=(
-            "Destroy the client's data key. Their name, messages and answers read as "
-            "[erased] everywhere, backups included, and nothing pending is sent to them. "
-            "Cannot be undone."
+            "Destroy the client's data key. In the live database their name, messages and "
+            "answers read as [erased], and nothing pending is sent to them. A backup taken "
+            "before the erase still holds them until the master key it was taken under is "
+            "retired. Cannot be undone."
         ),
     )
     p.add_argument("--phone", required=True, metavar="E164", help="the client's number")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_client_erase)
 
+
+def _register_case(sub: Subparsers) -> None:
     case = sub.add_parser("case", help="cases")
     case_sub = case.add_subparsers(dest="case_command", metavar="ACTION", required=True)
     p = case_sub.add_parser(
@@ -290,6 +305,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("text", metavar="TEXT", help="the new status, e.g. 'hearing scheduled'")
     p.set_defaults(func=cmd_case_status)
 
+
+def _register_keys(sub: Subparsers) -> None:
     keys = sub.add_parser("keys", help="encryption keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     p = keys_sub.add_parser(
