@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import TypeAlias
 
 from sqlmodel import col, select
 
@@ -209,7 +210,8 @@ async def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+# A string: argparse's class cannot be subscripted at run time.
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register(sub: Subparsers) -> None:
