@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot import keywords, sms_text
+from bot.casework import limits
 from bot.core import NOTICE_CHANNELS, Reply
 from bot.i18n import LANGUAGES, available_languages
 from bot.outgoing import render_text
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 KIND = "broadcast"
 BATCH_SIZE = 1000
 SEGMENT_KEYS = ("language", "category", "status", "attorney", "appointment-date")
-SEGMENT_MAX = 256  # Broadcast.segment
-STATUS_MAX = 64  # Case.status
 _CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -120,8 +119,8 @@ def parse_segment(expr: str) -> Segment:
     text = " ".join(expr.split())
     if not text:
         raise SegmentError("the segment is empty: use 'all' or terms like language=es")
-    if len(text) > SEGMENT_MAX:
-        raise SegmentError(f"the segment is longer than {SEGMENT_MAX} characters")
+    if len(text) > limits.SEGMENT_MAX:
+        raise SegmentError(f"the segment is longer than {limits.SEGMENT_MAX} characters")
     if text.lower() == "all":
         return Segment()
     values: dict[str, Any] = {}
@@ -167,8 +166,8 @@ def _segment_value(key: str, value: str) -> Any:
             raise SegmentError(f"category={value}: not a category word like housing or family")
         return category
     if key == "status":
-        if len(value) > STATUS_MAX:
-            raise SegmentError(f"status= is longer than {STATUS_MAX} characters")
+        if len(value) > limits.STATUS_MAX:
+            raise SegmentError(f"status= is longer than {limits.STATUS_MAX} characters")
         return value
     if key == "attorney":
         if not value.isdigit() or int(value) <= 0:

@@ -15,6 +15,7 @@ STATUS_MAX = 64  # Case.status, CaseStatusChange.status
 CATEGORY_MAX = 32  # Case.category
 REFERENCE_MAX = 16  # Case.reference
 TIMEZONE_MAX = 64  # Client.timezone, Appointment.timezone
+SEGMENT_MAX = 256  # Broadcast.segment
 NAME_MAX = 200
 PLACE_MAX = 300
 BRING_MAX = 300
@@ -24,6 +25,7 @@ LIMITS: dict[str, int] = {
     "category": CATEGORY_MAX,
     "reference": REFERENCE_MAX,
     "timezone": TIMEZONE_MAX,
+    "segment": SEGMENT_MAX,
     "name": NAME_MAX,
     "place": PLACE_MAX,
     "bring": BRING_MAX,

@@ -24,6 +24,7 @@ from storage.db import transaction
 from storage.models import (
     Appointment,
     AuditLog,
+    Broadcast,
     Case,
     CaseStatusChange,
     Client,
@@ -93,6 +94,7 @@ async def attorney_of(services: Services, world: World) -> Staff:
         ("category", [(Case, "category")]),
         ("reference", [(Case, "reference")]),
         ("timezone", [(Client, "timezone"), (Appointment, "timezone")]),
+        ("segment", [(Broadcast, "segment")]),
     ],
 )
 def test_each_stored_limit_is_its_column_size(limit: str, columns: list[tuple[type, str]]) -> None:
