@@ -130,29 +130,15 @@ async def _store_in(session: AsyncSession, services: Services, inbound: InboundM
         assert existing.id is not None and existing.client_id is not None
         return Stored(existing.id, existing.client_id, duplicate=True)
     sender = (inbound.channel, inbound.address)
-    ident = known.identities.get(sender) if known is not None else None
-    if ident is not None:
-        found = await session.get(Client, ident.client_id)
-        assert found is not None
-        client = found
-    else:
-        client, ident, _created = await repo.get_or_create_client(
-            session,
-            vault=services.vault,
-            channel=inbound.channel,
-            address=inbound.address,
-            language=settings.default_language,
-            timezone=settings.default_timezone,
-        )
-    if client.wrapped_key is None:
-        client = await repo.restart_erased_identity(
-            session,
-            vault=services.vault,
-            identity=ident,
-            address=inbound.address,
-            language=settings.default_language,
-            timezone=settings.default_timezone,
-        )
+    client, ident = await repo.client_for_address(
+        session,
+        vault=services.vault,
+        channel=inbound.channel,
+        address=inbound.address,
+        language=settings.default_language,
+        timezone=settings.default_timezone,
+        identity=known.identities.get(sender) if known is not None else None,
+    )
     now = services.clock()
     media = [{"url": m.url, "content_type": m.content_type} for m in inbound.media]
     msg = await repo.store_inbound(

@@ -201,7 +201,7 @@ async def _link_message(services: Services, message: InboundMessage) -> None:
         async with transaction(services.sessions) as session:
             if await _seen(session, message):
                 return
-            client, ident, _created = await repo.get_or_create_client(
+            client, ident = await repo.client_for_address(
                 session,
                 vault=services.vault,
                 channel=message.channel,
@@ -209,15 +209,6 @@ async def _link_message(services: Services, message: InboundMessage) -> None:
                 language=settings.default_language,
                 timezone=settings.default_timezone,
             )
-            if client.wrapped_key is None:
-                client = await repo.restart_erased_identity(
-                    session,
-                    vault=services.vault,
-                    identity=ident,
-                    address=message.address,
-                    language=settings.default_language,
-                    timezone=settings.default_timezone,
-                )
             ident.last_inbound_at = now
             session.add(ident)
             stored = await repo.store_inbound(

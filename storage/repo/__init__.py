@@ -60,6 +60,7 @@ from storage.repo.cases import (
 from storage.repo.clients import (
     add_identity,
     address_index_kind,
+    client_for_address,
     client_key,
     client_name,
     client_name_hash,
@@ -203,6 +204,7 @@ __all__ = [
     "claim_inbound",
     "claim_outbox",
     "claim_scheduled",
+    "client_for_address",
     "client_key",
     "client_name",
     "client_name_hash",

@@ -314,6 +314,43 @@ async def restart_erased_identity(
     return client
 
 
+async def client_for_address(
+    session: AsyncSession,
+    *,
+    vault: Vault,
+    channel: str,
+    address: str,
+    language: str,
+    timezone: str,
+    identity: ChannelIdentity | None = None,
+) -> tuple[Client, ChannelIdentity]:
+    """The living client writing from this address: found (``identity`` when the caller
+    looked it up already), created on first contact, or begun anew after an erase."""
+    if identity is not None:
+        found = await session.get(Client, identity.client_id)
+        assert found is not None
+        client = found
+    else:
+        client, identity, _created = await get_or_create_client(
+            session,
+            vault=vault,
+            channel=channel,
+            address=address,
+            language=language,
+            timezone=timezone,
+        )
+    if client.wrapped_key is None:
+        client = await restart_erased_identity(
+            session,
+            vault=vault,
+            identity=identity,
+            address=address,
+            language=language,
+            timezone=timezone,
+        )
+    return client, identity
+
+
 async def relink_identity(
     session: AsyncSession, *, vault: Vault, identity: ChannelIdentity, client: Client
 ) -> ChannelIdentity:
