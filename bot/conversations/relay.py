@@ -194,23 +194,11 @@ async def reply_to_client(
             notice=f"Not sent: the client of {case.reference} cannot be reached "
             "(they opted out or were erased).",
         )
-    name = first_name(repo.staff_name(services.vault, staff))
-    lang = client.language or services.settings.default_language
-    if client.discreet or case.discreet:
-        body = gettext(lang, "{name}: {text}", name=name, text=text)
-    else:
-        body = gettext(
-            lang,
-            "{name} ({program}): {text}",
-            name=name,
-            program=services.settings.program_name,
-            text=text,
-        )
     item = await repo.enqueue(
         session,
         vault=services.vault,
         client=client,
-        text=body,
+        text=_signed(services, staff, client, case, text),
         kind=ATTORNEY_KIND,
         priority=Priority.REPLY,
         channel=ident.channel,
@@ -247,6 +235,22 @@ async def reply_to_client(
         detail=f"queued by {label}, outbox {item.id}",
     )
     return RelayOutcome(sent=True, notice=confirm_text(case.reference, label, "queued"), item=item)
+
+
+def _signed(services: Services, staff: Staff, client: Client, case: Case, text: str) -> str:
+    """The attorney's words as the client reads them: their first name, and the program's
+    name unless the client's phone is not safe."""
+    name = first_name(repo.staff_name(services.vault, staff))
+    lang = client.language or services.settings.default_language
+    if client.discreet or case.discreet:
+        return gettext(lang, "{name}: {text}", name=name, text=text)
+    return gettext(
+        lang,
+        "{name} ({program}): {text}",
+        name=name,
+        program=services.settings.program_name,
+        text=text,
+    )
 
 
 def confirm_text(reference: str, label: str, status: str, at: str | None = None) -> str:
