@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -106,16 +105,13 @@ async def test_sms_is_refused_when_twilio_is_not_configured(
 # ------------------------------------------------------------------ the reply
 
 
-async def test_a_signed_text_gets_its_reply_in_well_under_a_second(
-    database_url: str, tmp_path: Path
-) -> None:
+async def test_a_signed_text_gets_its_reply(database_url: str, tmp_path: Path) -> None:
+    # How fast is the bench's business (bench/run.py); here only that the answer comes while
+    # the client waits, woken by the store (the recovery sweep is 30 s away).
     async with sms_app(database_url, tmp_path) as app:
-        started = time.perf_counter()
         status, _params_sent = await app.text(PHONE, "Hi, I need help with my landlord")
         assert status == 200
-        await app.wait_for(lambda: len(app.fake.messages) >= 1, within=2.0)
-        elapsed = time.perf_counter() - started
-        assert elapsed < 1.0, f"reply took {elapsed:.3f}s"
+        await app.wait_for(lambda: len(app.fake.messages) >= 1, within=10.0)
         reply = app.fake.messages[0]
         assert reply.to == PHONE and reply.from_ == FROM_NUMBER
         assert reply.status_callback == PUBLIC_BASE_URL + "/twilio/status"
