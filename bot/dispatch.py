@@ -500,6 +500,18 @@ class Dispatcher:
         if counted == "review":
             self.review_count += 1
         self._count(claimed.channel, counted)
+        log.info(
+            "outbox row %s %s",
+            claimed.item_id,
+            counted,
+            extra={
+                "outbox_id": claimed.item_id,
+                "message_id": claimed.message_id,
+                "channel": claimed.channel,
+                "kind": claimed.kind,
+                "outcome": counted,
+            },
+        )
 
     async def _load_sent(self, session: AsyncSession, batch: list[_Outcome]) -> None:
         """Load a batch's outbox rows and messages in two queries (the identity map keeps them)."""

@@ -26,6 +26,7 @@ from bot.channels.base import (
     Media,
     MediaError,
     OutboundMessage,
+    ProviderKeyword,
     SendError,
     SendErrorKind,
     SendResult,
@@ -119,8 +120,11 @@ def parse_inbound(params: Mapping[str, str] | MultiDict[str]) -> InboundMessage:
         if url:
             ctype = _first(params, f"MediaContentType{i}") or "application/octet-stream"
             media.append(Media(url=url, content_type=ctype.strip()[:128]))
-    # With Advanced Opt-Out, Twilio has already unsubscribed the number and answered it.
-    stopped = _first(params, "OptOutType").strip().upper() == "STOP"
+    # With Advanced Opt-Out, Twilio has already answered STOP, START or HELP itself (and
+    # unsubscribed or resubscribed the number); any other value is not a keyword it handled.
+    opt_out = _first(params, "OptOutType").strip().upper()
+    answered = ProviderKeyword(opt_out) if opt_out in ProviderKeyword.__members__ else None
+    stopped = answered == ProviderKeyword.STOP
     return InboundMessage(
         channel=Channel.SMS,
         address=sender,
@@ -128,6 +132,7 @@ def parse_inbound(params: Mapping[str, str] | MultiDict[str]) -> InboundMessage:
         text=_clean(_first(params, "Body")),
         media=tuple(media),
         kind=EventKind.STOPPED if stopped else EventKind.MESSAGE,
+        provider_answered=answered,
     )
 
 
