@@ -230,6 +230,15 @@ def classify_error(status: int, code: int | None, retry_after: float | None) -> 
     return SendError(SendErrorKind.PERMANENT, label, f"HTTP {status}")
 
 
+@dataclass(frozen=True)
+class CredentialCheck:
+    """Twilio's answer to our credentials; ``final`` is False when it may change on a retry."""
+
+    ok: bool
+    detail: str
+    final: bool = True
+
+
 class TwilioSender(ChannelSender):
     """Sends SMS through Twilio's REST API (the real SDK) at TWILIO_API_BASE_URL."""
 
@@ -310,6 +319,18 @@ class TwilioSender(ChannelSender):
         except aiohttp.ClientError as exc:
             raise SendError(SendErrorKind.RETRY, "network", type(exc).__name__) from None
         return SendResult(provider_id=str(created.sid), status=str(created.status or "queued"))
+
+    async def check_credentials(self) -> CredentialCheck:
+        """Fetches our own account: Twilio's answer says whether it accepts these credentials."""
+        try:
+            await self._rest().api.v2010.accounts(self.account_sid).fetch_async()
+        except (TwilioRestException, TwilioServiceException) as exc:
+            if int(exc.status) in (401, 403, 404):
+                return CredentialCheck(False, f"credentials rejected (HTTP {int(exc.status)})")
+            return CredentialCheck(False, f"Twilio answered HTTP {int(exc.status)}", final=False)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return CredentialCheck(False, f"Twilio unreachable ({type(exc).__name__})", final=False)
+        return CredentialCheck(True, "credentials accepted")
 
     async def fetch_media(self, media: Media) -> FetchedMedia:
         """Downloads an attachment with the account's credentials (only from the API host)."""
