@@ -21,21 +21,19 @@ LogFormat = Literal["text", "json"]
 # Last line of defence: anything that looks like a phone number is masked in every record.
 _PHONE_RE = re.compile(r"\+?\d[\d\-\s().]{8,}\d")
 
-# The ``extra=`` names a JSON line carries: row ids and references, never content.
-LOG_IDS = frozenset(
-    {
-        "message_id",
-        "outbox_id",
-        "client_id",
-        "case_id",
-        "case_reference",
-        "staff_id",
-        "scheduled_id",
-        "broadcast_id",
-        "channel",
-        "kind",
-        "outcome",
-    }
+# The ``extra=`` names a JSON line carries, in this order: ids and references, never content.
+LOG_IDS = (
+    "message_id",
+    "outbox_id",
+    "client_id",
+    "case_id",
+    "case_reference",
+    "staff_id",
+    "scheduled_id",
+    "broadcast_id",
+    "channel",
+    "kind",
+    "outcome",
 )
 
 

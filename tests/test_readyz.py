@@ -16,7 +16,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from bot.app import create_app
-from bot.handlers.twilio_routes import CREDENTIALS
+from bot.channels.twilio import CredentialCheck
+from bot.handlers.twilio_routes import CREDENTIALS, CredentialWatch
 from bot.services import Services
 from storage.db import create_engine, session_factory
 from storage.migrate import alembic_config, head_revision
@@ -181,3 +182,28 @@ async def test_database_gone_is_not_ready(services: Services, tmp_path: Path, ba
     assert status == 503
     assert body["failing"] == ["database", "migrations"]
     assert body["checks"]["database"] == {"ok": False, "detail": "unreachable"}
+
+
+class _Answers:
+    """Stands in for the Twilio sender: gives these answers to the credential check, in turn."""
+
+    def __init__(self, *answers: CredentialCheck) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    async def check_credentials(self) -> CredentialCheck:
+        self.asked += 1
+        return self.answers.pop(0)
+
+
+async def test_only_an_unsettled_answer_is_asked_again() -> None:
+    unsettled = CredentialCheck(False, "Twilio unreachable (ClientConnectorError)", final=False)
+    sender = _Answers(unsettled, unsettled, CredentialCheck(True, "credentials accepted"))
+    watch = CredentialWatch(sender)  # type: ignore[arg-type]
+    await watch.run(first_pause=0)
+    assert sender.asked == 3 and watch.result is not None and watch.result.ok
+
+    rejected = _Answers(CredentialCheck(False, "credentials rejected (HTTP 401)"))
+    watch = CredentialWatch(rejected)  # type: ignore[arg-type]
+    await watch.run(first_pause=0)
+    assert rejected.asked == 1 and watch.result is not None and not watch.result.ok
