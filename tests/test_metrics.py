@@ -56,12 +56,14 @@ async def test_request_latency_is_counted_by_route_template_not_path(
         assert resp.status == 404  # no PROBONO_API_TOKEN: the API is off, the route still matched
     await http.get("/healthz")
     await http.get("/no/such/page/12345")
+    await http.request("PROPFIND", "/healthz")  # a WebDAV method: labelled "other"
     page = await scrape(http)
     name = "probono_http_request_seconds_count"
     route = "/api/cases/{ref}/status"
     assert page.value(name, method="POST", route=route, status="404") == 2
     assert page.value(name, method="GET", route="/healthz", status="200") == 1
     assert page.value(name, method="GET", route="unmatched", status="404") == 1
+    assert page.value(name, method="other", route="unmatched", status="405") == 1
     assert "AAA-CCC" not in page.text and "12345" not in page.text
 
 

@@ -18,6 +18,8 @@ from storage.migrate import current_revision, head_revision
 
 # Requests that matched no route share one label: raw paths would make a series per scan.
 UNMATCHED = "unmatched"
+# Any other method a client invents is "other", for the same reason.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -106,8 +108,9 @@ async def request_timer(request: web.Request, handler: Handler) -> web.StreamRes
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else UNMATCHED
+        method = request.method if request.method in METHODS else "other"
         request.app[METRICS].http_seconds.labels(
-            method=request.method, route=route, status=str(status)
+            method=method, route=route, status=str(status)
         ).observe(time.perf_counter() - started)
 
 
