@@ -26,7 +26,7 @@ def create_app(settings: Settings, *, services: Services | None = None) -> web.A
     settings.check_production()
     intake.check_intake(settings)  # a broken intake file stops the bot before it answers anyone
     load_statuses(settings)  # so does a broken statuses file, before the first status
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[health.request_timer])
     svc = services or Services.build(settings)
     app[SERVICES] = svc
     app[METRICS] = Metrics()

@@ -81,6 +81,8 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock = system_clock) -> i
         fail(_invalid(exc))
     except ConfigError as exc:
         fail(str(exc))
+    if settings.log_format != "text":
+        setup_logging(verbose=args.verbose, fmt=settings.log_format)
     func: Any = args.func
     try:
         result = asyncio.run(func(args, settings))

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.i18n import LANGUAGES
+from bot.logging_setup import LogFormat
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     # The scheduler turns due reminders, check-ins and scheduled sends into messages.
     scheduler_enabled: bool = Field(True, alias="SCHEDULER_ENABLED")
     scheduler_interval_seconds: float = Field(30.0, alias="SCHEDULER_INTERVAL_SECONDS", gt=0)
+    # text for a terminal; json (one object per line) for a log collector.
+    log_format: LogFormat = Field("text", alias="LOG_FORMAT")
 
     @field_validator("public_base_url")
     @classmethod

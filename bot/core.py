@@ -21,6 +21,14 @@ class EventKind(StrEnum):
     STOPPED = "stopped"  # the client stopped us (STOP at the carrier, blocked the bot)
 
 
+class ProviderKeyword(StrEnum):
+    """A keyword the provider has already answered itself (Twilio Advanced Opt-Out)."""
+
+    STOP = "STOP"
+    START = "START"
+    HELP = "HELP"
+
+
 @dataclass(frozen=True)
 class Media:
     """A photo or document attached to an inbound message, not yet fetched."""
@@ -66,6 +74,8 @@ class InboundMessage:
     choice: str | None = None  # a button the client pressed (Telegram callback data)
     contact: SharedContact | None = None
     telegram: TelegramDetails | None = None  # set for Telegram messages only
+    # Set when the provider already replied to this keyword: the bot records, never re-answers.
+    provider_answered: ProviderKeyword | None = None
 
 
 @dataclass(frozen=True)

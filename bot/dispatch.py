@@ -484,6 +484,18 @@ class Dispatcher:
         if counted == "review":
             self.review_count += 1
         self._count(claimed.channel, counted)
+        log.info(
+            "outbox row %s %s",
+            claimed.item_id,
+            counted,
+            extra={
+                "outbox_id": claimed.item_id,
+                "message_id": claimed.message_id,
+                "channel": claimed.channel,
+                "kind": claimed.kind,
+                "outcome": counted,
+            },
+        )
 
     async def _load_sent(self, session: AsyncSession, batch: list[_Outcome]) -> None:
         """Load a batch's outbox rows and messages in two queries (the identity map keeps them)."""
@@ -591,20 +603,10 @@ class Dispatcher:
                 last_reconcile = monotonic_time.monotonic()
                 try:
                     await self.reconcile()
-                    await self._update_gauge()
                 except Exception as exc:
                     log.error("dispatcher reconcile failed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_event.wait(), self.poll_interval)
-
-    async def _update_gauge(self) -> None:
-        if self.metrics is None:
-            return
-        async with self.services.sessions() as session:
-            n = await repo.pending_due_count(
-                session, channels=list(self.services.senders), now=self.services.clock()
-            )
-        self.metrics.outbox_pending.set(n)
 
     async def _channel_loop(self, channel: str) -> None:
         event = self._events.setdefault(channel, asyncio.Event())

@@ -21,9 +21,10 @@ from typing import Any
 from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.appkeys import DISPATCHER, SERVICES
+from bot.appkeys import DISPATCHER, METRICS, SERVICES
 from bot.casework import broadcast
 from bot.conversations import broadcast_wizard, intake, relay, reminders
+from bot.metrics import Metrics
 from bot.services import Services
 from storage import repo
 from storage.db import transaction
@@ -102,8 +103,10 @@ class Scheduler:
         lease: timedelta = LEASE,
         batch: int = BATCH,
         on_queued: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.services = services
+        self.metrics = metrics
         self.on_queued = on_queued  # wakes the dispatcher when a tick queued messages
         self.handlers = default_handlers() if handlers is None else dict(handlers)
         self.passes = default_passes() if passes is None else passes
@@ -148,6 +151,8 @@ class Scheduler:
     async def _tick(self, checkins: bool | None) -> TickReport:
         report = TickReport()
         now = self.services.clock()
+        if self.metrics is not None:
+            self.metrics.scheduler_ticks.inc()
         handlers = self._resolve()
         due_pass = self._last_checkin_pass is None or (
             now - self._last_checkin_pass >= CHECKIN_PASS_EVERY
@@ -203,6 +208,10 @@ class Scheduler:
                 if item is None:
                     report.lost += 1
                     return
+                if self.metrics is not None:
+                    self.metrics.scheduler_lag.observe(
+                        max(0.0, (now - item.due_at).total_seconds())
+                    )
                 status = await handlers[item.kind](session, services, item) or ScheduleStatus.DONE
                 repo.settle_scheduled_item(session, item=item, status=status, now=now)
             if status == ScheduleStatus.DONE:
@@ -282,7 +291,9 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     if services.settings.scheduler_enabled:
         dispatcher = app.get(DISPATCHER)
         scheduler = Scheduler(
-            services, on_queued=dispatcher.poke if dispatcher is not None else None
+            services,
+            on_queued=dispatcher.poke if dispatcher is not None else None,
+            metrics=app[METRICS],
         )
         scheduler.start(services.settings.scheduler_interval_seconds)
     yield

@@ -433,6 +433,7 @@ class TelegramChannel:
         self._connector: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._poll_failing = False  # the last getUpdates failed
 
     @property
     def bot(self) -> ExtBot[Any]:
@@ -443,6 +444,18 @@ class TelegramChannel:
     def webhook_url(self) -> str | None:
         base = self.settings.public_base_url
         return f"{base}{WEBHOOK_PATH}" if base else None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether updates can reach us now: the webhook registered, or the poller reading."""
+        if not self.ready:
+            return False, "not connected to Telegram"
+        if self.webhook_url:
+            return True, "webhook set"
+        if self._poller is None or self._poller.done():
+            return False, "poller stopped"
+        if self._poll_failing:
+            return False, "polling failing"
+        return True, "polling"
 
     def parse(self, data: dict[str, Any]) -> Update:
         """A webhook body as PTB's Update (raises ValueError/KeyError/TypeError if malformed)."""
@@ -514,6 +527,7 @@ class TelegramChannel:
                     timeout=timedelta(seconds=POLL_TIMEOUT),
                     allowed_updates=list(ALLOWED_UPDATES),
                 )
+                self._poll_failing = False
                 for update in updates:
                     await sink(update)
                     offset = update.update_id + 1
@@ -524,6 +538,7 @@ class TelegramChannel:
                 await asyncio.sleep(_retry_seconds(exc))
             except Exception as exc:
                 # Network trouble, or the database briefly away: wait and read again.
+                self._poll_failing = True
                 log.warning("Telegram polling failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, POLL_BACKOFF_MAX)

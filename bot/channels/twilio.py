@@ -28,7 +28,7 @@ from bot.channels.base import (
     SendResult,
 )
 from bot.config import Settings
-from bot.core import EventKind, InboundMessage, Media
+from bot.core import EventKind, InboundMessage, Media, ProviderKeyword
 from bot.sms_text import MAX_BODY, truncate
 from storage.models import Channel
 from storage.types import utcnow
@@ -117,8 +117,11 @@ def parse_inbound(params: Mapping[str, str] | MultiDict[str]) -> InboundMessage:
         if url:
             ctype = _first(params, f"MediaContentType{i}") or "application/octet-stream"
             media.append(Media(url=url, content_type=ctype.strip()[:128]))
-    # With Advanced Opt-Out, Twilio has already unsubscribed the number and answered it.
-    stopped = _first(params, "OptOutType").strip().upper() == "STOP"
+    # With Advanced Opt-Out, Twilio has already answered STOP, START or HELP itself (and
+    # unsubscribed or resubscribed the number); any other value is not a keyword it handled.
+    opt_out = _first(params, "OptOutType").strip().upper()
+    answered = ProviderKeyword(opt_out) if opt_out in ProviderKeyword.__members__ else None
+    stopped = answered == ProviderKeyword.STOP
     return InboundMessage(
         channel=Channel.SMS,
         address=sender,
@@ -126,6 +129,7 @@ def parse_inbound(params: Mapping[str, str] | MultiDict[str]) -> InboundMessage:
         text=_clean(_first(params, "Body")),
         media=tuple(media),
         kind=EventKind.STOPPED if stopped else EventKind.MESSAGE,
+        provider_answered=answered,
     )
 
 
@@ -223,6 +227,15 @@ def classify_error(status: int, code: int | None, retry_after: float | None) -> 
     return SendError(SendErrorKind.PERMANENT, label, f"HTTP {status}")
 
 
+@dataclass(frozen=True)
+class CredentialCheck:
+    """Twilio's answer to our credentials; ``final`` is False when it may change on a retry."""
+
+    ok: bool
+    detail: str
+    final: bool = True
+
+
 class TwilioSender(ChannelSender):
     """Sends SMS through Twilio's REST API (the real SDK) at TWILIO_API_BASE_URL."""
 
@@ -303,6 +316,18 @@ class TwilioSender(ChannelSender):
         except aiohttp.ClientError as exc:
             raise SendError(SendErrorKind.RETRY, "network", type(exc).__name__) from None
         return SendResult(provider_id=str(created.sid), status=str(created.status or "queued"))
+
+    async def check_credentials(self) -> CredentialCheck:
+        """Fetches our own account: Twilio's answer says whether it accepts these credentials."""
+        try:
+            await self._rest().api.v2010.accounts(self.account_sid).fetch_async()
+        except (TwilioRestException, TwilioServiceException) as exc:
+            if int(exc.status) in (401, 403, 404):
+                return CredentialCheck(False, f"credentials rejected (HTTP {int(exc.status)})")
+            return CredentialCheck(False, f"Twilio answered HTTP {int(exc.status)}", final=False)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return CredentialCheck(False, f"Twilio unreachable ({type(exc).__name__})", final=False)
+        return CredentialCheck(True, "credentials accepted")
 
     async def fetch_media(self, media: Media) -> FetchedMedia:
         """Downloads an attachment with the account's credentials (only from the API host)."""

@@ -8,6 +8,7 @@ the client's name or words.
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -26,6 +27,8 @@ from bot.i18n import N_, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo
 from storage.models import Client, Priority, ScheduledItem, ScheduleKind
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -292,6 +295,11 @@ async def create_case(step: Step) -> str | None:
         source="intake",
     )
     assert case.id is not None and client.id is not None
+    log.info(
+        "case %s opened by intake",
+        case.reference,
+        extra={"case_id": case.id, "case_reference": case.reference, "client_id": client.id},
+    )
     unknown_date = bool(answers.get("has_deadline")) and answers.get("deadline") is None
     case.eligibility = elig
     case.conflict_flag = bool(conflicts)

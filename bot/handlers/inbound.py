@@ -34,6 +34,7 @@ from bot.core import (
     EventKind,
     InboundMessage,
     Media,
+    ProviderKeyword,
     Reply,
 )
 from bot.metrics import Metrics
@@ -159,6 +160,15 @@ async def _store_in(session: AsyncSession, services: Services, inbound: InboundM
         await repo.record_consent(
             session, identity=ident, kind="opt_out", source="provider", at=now
         )
+        repo.mark_inbound_processed(session, msg=msg, now=now)
+    elif inbound.provider_answered is not None:
+        # Twilio's Advanced Opt-Out already answered START or HELP: a second answer from us
+        # would text the client twice. START resubscribes them, as Twilio has done; HELP
+        # needs nothing more. Either way the message is done, not a turn of the dialogue.
+        if inbound.provider_answered == ProviderKeyword.START and ident.opted_out_at is not None:
+            await repo.record_consent(
+                session, identity=ident, kind="opt_in", source="provider", at=now
+            )
         repo.mark_inbound_processed(session, msg=msg, now=now)
     if known is not None:  # later messages of this batch from the same sender or id
         known.messages[key] = msg

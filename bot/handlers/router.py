@@ -254,6 +254,16 @@ async def _client_message(
                 session, vault=services.vault, channel=message.channel, address=message.address
             )
     stored = await inbound.store(services, message)
+    log.info(
+        "inbound message %s %s",
+        stored.message_id,
+        "repeated" if stored.duplicate else "stored",
+        extra={
+            "message_id": stored.message_id,
+            "client_id": stored.client_id,
+            "channel": message.channel,
+        },
+    )
     if metrics is not None:
         counter = metrics.inbound_duplicates if stored.duplicate else metrics.inbound
         counter.labels(channel=message.channel).inc()

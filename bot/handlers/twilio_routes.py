@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -16,6 +19,7 @@ from bot.channels.twilio import (
     SIGNATURE_SETTINGS_HEADER,
     SMS_PATH,
     STATUS_PATH,
+    CredentialCheck,
     ParseError,
     TwilioSender,
     parse_inbound,
@@ -123,8 +127,44 @@ async def status_webhook(request: web.Request) -> web.Response:
                     source="provider_error",
                     at=services.clock(),
                 )
-    request.app[METRICS].outbound.labels(channel=Channel.SMS, outcome=update.status).inc()
+    # A report, not a send: the dispatcher counted the send itself (probono_outbound_messages).
+    request.app[METRICS].delivery_reports.labels(channel=Channel.SMS, status=update.status).inc()
     return web.Response(status=204)
+
+
+class CredentialWatch:
+    """Twilio's answer to our credentials, asked once at start and remembered (for /readyz).
+
+    Only a network failure or a Twilio 5xx is asked again, with a growing pause: a rejected
+    token stays rejected until someone fixes the setting and restarts.
+    """
+
+    def __init__(self, sender: TwilioSender) -> None:
+        self.sender = sender
+        self.result: CredentialCheck | None = None
+
+    async def run(self, first_pause: float = 5.0) -> None:
+        pause = first_pause
+        while True:
+            self.result = await self.sender.check_credentials()
+            if self.result.final:
+                if not self.result.ok:
+                    log.error("Twilio %s", self.result.detail)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 300.0)
+
+
+CREDENTIALS = web.AppKey("twilio_credentials", CredentialWatch)
+
+
+async def credentials_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Asks Twilio about our credentials in the background while the app runs."""
+    task = asyncio.create_task(app[CREDENTIALS].run(), name="twilio-credentials")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def setup(app: web.Application) -> None:
@@ -136,3 +176,7 @@ def setup(app: web.Application) -> None:
         sender = TwilioSender.from_settings(services.settings)
         if sender is not None:
             services.senders[Channel.SMS] = sender
+    sms = services.senders.get(Channel.SMS)
+    if isinstance(sms, TwilioSender):
+        app[CREDENTIALS] = CredentialWatch(sms)
+        app.cleanup_ctx.append(credentials_ctx)

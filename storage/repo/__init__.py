@@ -135,6 +135,7 @@ from storage.repo.outbox import (
     outbox_items_of_kind,
     pending_due_count,
     retry_outbox_at,
+    review_count,
     skip_outbox,
 )
 from storage.repo.schedule import (
@@ -284,6 +285,7 @@ __all__ = [
     "restart_erased_identity",
     "retry_claimed_later",
     "retry_outbox_at",
+    "review_count",
     "save_conversation",
     "save_staff_dialogue",
     "schedule_broadcast",

@@ -293,19 +293,25 @@ async def delay_later_rows(session: AsyncSession, *, item: OutboxItem, until: da
 
 
 async def pending_due_count(
-    session: AsyncSession, *, channels: Sequence[str], now: datetime
+    session: AsyncSession, *, channels: Sequence[str] | None, now: datetime
 ) -> int:
-    """How many rows of these channels are due and waiting."""
-    if not channels:
+    """How many rows of these channels (None: of every channel) are due and waiting."""
+    if channels is not None and not channels:
         return 0
-    total = await session.scalar(
+    query = (
         select(func.count())
         .select_from(OutboxItem)
-        .where(
-            OutboxItem.status == OutboxStatus.PENDING,
-            col(OutboxItem.channel).in_(list(channels)),
-            col(OutboxItem.due_at) <= now,
-        )
+        .where(OutboxItem.status == OutboxStatus.PENDING, col(OutboxItem.due_at) <= now)
+    )
+    if channels is not None:
+        query = query.where(col(OutboxItem.channel).in_(list(channels)))
+    return int(await session.scalar(query) or 0)
+
+
+async def review_count(session: AsyncSession) -> int:
+    """How many rows wait for a person to resend or drop them (the review backlog)."""
+    total = await session.scalar(
+        select(func.count()).select_from(OutboxItem).where(OutboxItem.status == OutboxStatus.REVIEW)
     )
     return int(total or 0)
 

@@ -88,6 +88,7 @@ class FakeTwilio:
         self._closing = asyncio.Event()
         self._media: dict[str, tuple[bytes, str]] = {}
         self.media_fetches = 0
+        self.account_fetches = 0
         self._server: TestServer | None = None
         self.base_url = ""
 
@@ -164,6 +165,8 @@ class FakeTwilio:
             return await self._create_message(request, m.group("sid"))
         if _MEDIA.match(path) and request.method == "GET":
             return self._serve_media(request, path)
+        if path == f"/2010-04-01/Accounts/{self.account_sid}.json" and request.method == "GET":
+            return self._account(request)
         self.problems.append(f"unexpected {request.method} {path}")
         return self._error(404, 20404, "The requested resource was not found")
 
@@ -175,6 +178,21 @@ class FakeTwilio:
             "status": status,
         }
         return web.json_response(body, status=status, headers=headers)
+
+    def _account(self, request: web.Request) -> web.Response:
+        """The account resource, as the SDK's ``accounts(sid).fetch()`` reads it."""
+        self.account_fetches += 1
+        if not self._authorized(request):
+            return self._error(401, 20003, "Authenticate")
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "friendly_name": "fake account",
+                "status": "active",
+                "type": "Full",
+                "uri": f"/2010-04-01/Accounts/{self.account_sid}.json",
+            }
+        )
 
     def _serve_media(self, request: web.Request, path: str) -> web.Response:
         if not self._authorized(request):

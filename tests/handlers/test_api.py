@@ -90,6 +90,7 @@ async def test_without_a_configured_token_the_api_does_not_exist(
                     f"/api/cases/{world.reference}/{path}", json={"status": "x"}, headers=AUTH
                 )
                 assert resp.status == 404
+            assert (await c.get("/api/openapi.json")).status == 404
         assert len(await history(services, world)) == 1
     finally:
         await services.close()
@@ -295,3 +296,85 @@ async def test_appointment_validation(
         assert (
             await session.exec(select(AuditLog).where(col(AuditLog.actor_kind) == "api"))
         ).all() == []
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+async def _document(api: TestClient[Any, Any]) -> dict[str, Any]:
+    resp = await api.get("/api/openapi.json")  # no token: integrators read it before they have one
+    assert resp.status == 200
+    doc: dict[str, Any] = await resp.json()
+    return doc
+
+
+def _resolve(doc: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:
+    prefix = "#/components/schemas/"
+    assert ref["$ref"].startswith(prefix)
+    schema: dict[str, Any] = doc["components"]["schemas"][ref["$ref"].removeprefix(prefix)]
+    return schema
+
+
+async def test_the_openapi_document_lists_each_route_with_its_request_schema(
+    api: TestClient[Any, Any],
+) -> None:
+    doc = await _document(api)
+    assert doc["openapi"] == "3.1.0"
+    assert doc["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    served = {
+        resource.canonical
+        for resource in api.server.app.router.resources()
+        if resource.canonical.startswith("/api/") and resource.canonical != "/api/openapi.json"
+    }
+    assert (
+        set(doc["paths"])
+        == served
+        == {
+            "/api/cases/{ref}/status",
+            "/api/cases/{ref}/appointments",
+        }
+    )
+    bodies = {
+        path: _resolve(doc, op["post"]["requestBody"]["content"]["application/json"]["schema"])
+        for path, op in doc["paths"].items()
+    }
+    status = bodies["/api/cases/{ref}/status"]
+    assert status["required"] == ["status"] and status["additionalProperties"] is False
+    assert status["properties"]["status"]["type"] == "string"
+    booking = bodies["/api/cases/{ref}/appointments"]
+    assert sorted(booking["required"]) == ["place", "starts_at"]
+    assert set(booking["properties"]) == {"starts_at", "place", "timezone", "kind", "bring"}
+    assert booking["additionalProperties"] is False
+    for op in doc["paths"].values():
+        assert {"400", "401", "404"} <= set(op["post"]["responses"])
+        assert op["post"]["parameters"][0]["name"] == "ref"
+    booked = _resolve(
+        doc,
+        doc["paths"]["/api/cases/{ref}/appointments"]["post"]["responses"]["201"]["content"][
+            "application/json"
+        ]["schema"],
+    )
+    assert {"id", "reference", "starts_at", "reminders"} <= set(booked["properties"])
+
+
+async def test_each_described_field_is_the_one_a_400_names(
+    api: TestClient[Any, Any], services: Services, world: World
+) -> None:
+    doc = await _document(api)
+    for path, op in doc["paths"].items():
+        body = _resolve(doc, op["post"]["requestBody"]["content"]["application/json"]["schema"])
+        url = path.replace("{ref}", world.reference)
+        good = {name: "x" for name in body["required"]}
+        for name in body["properties"]:
+            # A number where the document says string: the 400 names that field.
+            resp = await api.post(url, json={**good, name: 7}, headers=AUTH)
+            assert resp.status == 400
+            assert await resp.json() == {"error": f"{name} must be a string"}
+        for name in body["required"]:
+            missing = {k: v for k, v in good.items() if k != name}
+            resp = await api.post(url, json=missing, headers=AUTH)
+            assert await resp.json() == {"error": f"{name} is required"}
+        resp = await api.post(url, json={**good, "colour": "red"}, headers=AUTH)
+        assert await resp.json() == {"error": "unknown field: colour"}
+    assert len(await history(services, world)) == 1  # nothing changed
+    assert await appointments_of(services, world) == []

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.appkeys import METRICS
 from storage.models import ChannelIdentity, ConsentEvent, Direction, Message
 from tests.fakes.fake_twilio import status_params
 from tests.handlers.twilio_harness import SmsApp, sms_app
+from tests.metrics_text import scrape
 
 PHONE = "+15550104321"
 
@@ -41,8 +41,13 @@ async def test_callbacks_move_the_status_forward_only(database_url: str, tmp_pat
             )
             assert resp.status == 204
         assert (await _status_of(app, msg.id)).status == "delivered"
-        delivered = app.app[METRICS].outbound.labels(channel="sms", outcome="delivered")
-        assert delivered._value.get() == 1
+        page = await scrape(app.http)
+        # One message went out: the dispatcher counted it; Twilio's "sent" reports do not
+        # count it again, they count as reports.
+        assert page.value("probono_outbound_messages_total", channel="sms", outcome="sent") == 1
+        assert page.value("probono_delivery_reports_total", channel="sms", status="sent") == 2
+        assert page.value("probono_delivery_reports_total", channel="sms", status="delivered") == 1
+        assert sum(page.with_name("probono_outbound_messages_total").values()) == 1
 
 
 async def test_unsigned_callbacks_change_nothing(database_url: str, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlmodel import func, select
+from sqlmodel import col, func, select
 
 from bot.appkeys import METRICS
 from bot.channels.twilio import EMPTY_TWIML
@@ -14,7 +14,7 @@ from bot.handlers.inbound import PROCESSOR
 from storage import repo
 from storage.models import Client, ConsentEvent, Document, Message
 from tests.fakes.fake_twilio import FROM_NUMBER, PUBLIC_BASE_URL, inbound_params, sign
-from tests.handlers.twilio_harness import sms_app
+from tests.handlers.twilio_harness import SmsApp, sms_app
 
 PHONE = "+15550101234"
 
@@ -291,6 +291,57 @@ async def test_a_twilio_stop_event_records_the_opt_out_without_a_reply(
         assert (event.kind, event.source) == ("opt_out", "provider")
         (stored,) = await app.inbound()
         assert stored.status == "processed"
+
+
+async def _consents(app: SmsApp) -> list[tuple[str, str]]:
+    async with app.services.sessions() as session:
+        rows = await session.exec(select(ConsentEvent).order_by(col(ConsentEvent.id)))
+        return [(e.kind, e.source) for e in rows.all()]
+
+
+async def test_after_a_twilio_stop_a_later_message_is_not_answered(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with sms_app(database_url, tmp_path) as app:
+        app.fake.expect_no_more()
+        await app.post({**inbound_params(from_=PHONE, body="STOP"), "OptOutType": "STOP"})
+        await app.text(PHONE, "hello, I need help with my landlord")
+        await app.settle()
+        assert await app.outbox() == []
+        assert app.fake.sent_to(PHONE) == []
+        assert await _consents(app) == [("opt_out", "provider")]
+        assert [m.status for m in await app.inbound()] == ["processed", "processed"]
+
+
+async def test_a_twilio_help_is_recorded_and_not_answered_twice(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with sms_app(database_url, tmp_path) as app:
+        app.fake.expect_no_more()  # Twilio sent its own HELP answer
+        resp = await app.post({**inbound_params(from_=PHONE, body="HELP"), "OptOutType": "HELP"})
+        assert resp.status == 200
+        await app.settle()
+        assert await app.outbox() == []
+        (stored,) = await app.inbound()
+        assert stored.status == "processed"
+
+
+async def test_a_twilio_start_resubscribes_without_a_second_confirmation(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with sms_app(database_url, tmp_path) as app:
+        await app.post({**inbound_params(from_=PHONE, body="STOP"), "OptOutType": "STOP"})
+        await app.post({**inbound_params(from_=PHONE, body="START"), "OptOutType": "START"})
+        await app.settle()
+        assert await app.outbox() == []
+        assert app.fake.sent_to(PHONE) == []
+        assert await _consents(app) == [("opt_out", "provider"), ("opt_in", "provider")]
+        client = await app.client_for(PHONE)
+        assert client is not None
+        # Subscribed again: their next message is answered as any other.
+        await app.text(PHONE, "hello")
+        await app.settle()
+        assert len(app.fake.sent_to(PHONE)) == 1
 
 
 # ------------------------------------------------------------------ media
