@@ -2,7 +2,7 @@
 
 The three use cases (``book``, ``move``, ``cancel``) check their input, check who acts,
 audit once and queue the client's notice in the caller's transaction. The wording helpers
-(``describe``, ``is_discreet``, the notice texts) serve the reminder and status dialogues too.
+(``describe``, the notice texts) serve the reminder and status dialogues too.
 
 Every reminder is a ``ScheduledItem`` row keyed ``reminder:{appointment_id}:{offset}``; the
 scheduler turns due rows into outbox messages (bot/conversations/reminders.py writes them).
@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.casework.base import Actor, CaseworkError, audit, authorize
 from bot.casework.limits import BRING_MAX, PLACE_MAX, check_text, check_timezone
 from bot.conversations.base import Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import queue_reply
 from storage import repo
@@ -130,10 +131,6 @@ def describe(services: Services, client: Client, appt: Appointment, *, discreet:
         place=repo.appointment_place(services.vault, client, appt) or "",
         bring=bring,
     )
-
-
-def is_discreet(client: Client, case: Case) -> bool:
-    return client.discreet or case.discreet
 
 
 def sentences(*parts: str | None) -> str:

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.discreet import is_discreet
 from bot.i18n import gettext
 from storage import repo
 from storage.db import transaction
@@ -220,7 +221,7 @@ async def reply_to_client(
         )
     name = first_name(repo.staff_name(services.vault, staff))
     lang = client.language or services.settings.default_language
-    if client.discreet or case.discreet:
+    if is_discreet(client, case):
         body = gettext(lang, "{name}: {text}", name=name, text=text)
     else:
         body = gettext(

@@ -19,13 +19,13 @@ from bot.casework.appointments import (
     SCHEDULED,
     bring_sentence,
     describe,
-    is_discreet,
     sentences,
 )
 from bot.casework.status import is_closing_status
 from bot.channels.base import Choice
 from bot.conversations.base import Reply
 from bot.conversations.keywords import normalise
+from bot.discreet import is_discreet
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.casework.appointments import describe, is_discreet
+from bot.casework.appointments import describe
 from bot.casework.status import status_label
 from bot.conversations.keywords import normalise
+from bot.discreet import is_discreet
 from bot.i18n import N_, gettext
 from storage import repo
 from storage.models import Case, Client
