@@ -9,6 +9,7 @@ problem, taken from the intake file and the catalogs of that language.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -48,6 +49,7 @@ class Intake:
     rest: list[Step]
     description: str
     other_side: str
+    channel: str = "sms"
 
 
 EN = Intake(
@@ -105,6 +107,9 @@ ES = Intake(
 )
 
 
+TELEGRAM = dataclasses.replace(EN, address="777001", channel="telegram")
+
+
 def naming(services: Services, lang: str, *own: str) -> list[str]:
     """What must never reach a discreet client, in ``lang``: their words and the problem's."""
     dialogue = load_intake(services.settings).dialogue
@@ -129,21 +134,34 @@ def leaks(texts: list[str], words: list[str]) -> list[tuple[str, str]]:
     return [(w, t) for t in texts for w in words if w.casefold() in t.casefold()]
 
 
+def _shown(text: str, extra: dict[str, object]) -> str:
+    """A text as the phone shows it: with the labels of its buttons, if any."""
+    choices = extra.get("choices")
+    labels = (
+        [str(c[1]) for c in choices if isinstance(c, list)] if isinstance(choices, list) else []
+    )
+    return "\n".join([text, *labels])
+
+
 async def texts_to(services: Services, client_id: int) -> list[str]:
     """Every text queued for this client (the phone's view), oldest first."""
-    return [s.text for s in await sent(services) if s.client_id == client_id and not s.staff_id]
+    return [
+        _shown(s.text, s.extra)
+        for s in await sent(services)
+        if s.client_id == client_id and not s.staff_id
+    ]
 
 
 async def discreet_intake(services: Services, intake: Intake) -> tuple[Chat, int]:
     """The whole intake; returns the chat and how many texts the phone had before "not safe"."""
-    chat = Chat(services, address=intake.address, language=intake.lang)
+    chat = Chat(services, address=intake.address, language=intake.lang, channel=intake.channel)
     await run(chat, intake.to_safety)
     before = len(await texts_to(services, await chat.ensure_client()))
     await run(chat, [intake.unsafe, *intake.rest])
     return chat, before
 
 
-@pytest.mark.parametrize("intake", [EN, ES], ids=["en", "es"])
+@pytest.mark.parametrize("intake", [EN, ES, TELEGRAM], ids=["en", "es", "telegram"])
 async def test_violence_on_an_unsafe_phone_is_never_named_again(
     services: Services, intake: Intake
 ) -> None:
@@ -163,6 +181,8 @@ async def test_violence_on_an_unsafe_phone_is_never_named_again(
     shown = [text for _sent, texts in chat.log[len(intake.to_safety) :] for text in texts]
     words = naming(services, lang, intake.description, intake.other_side)
     assert leaks(after + shown, words) == []
+    # The options were shown, in their neutral words (numbered on SMS, buttons on Telegram).
+    assert any(gettext(lang, "Yes, I do not feel safe") in text for text in after)
     if lang != "en":
         assert [english_leaks(t) for t in after if english_leaks(t)] == []
 
