@@ -256,7 +256,12 @@ class Engine:
     def _choices(self, turn: Turn, spec: StateSpec) -> tuple[Choice, ...]:
         if spec.type not in ("choice", "yesno", "summary"):
             return ()
-        return tuple(Choice(value=v, label=label) for v, label, _w in self._options(turn, spec))
+        options = self._options(turn, spec)
+        if spec.type == "choice" and self.discreet(turn):
+            # A button's hidden data travels to the phone too ("violence"); its number picks
+            # the same option, as on SMS.
+            return tuple(Choice(str(i), label) for i, (_v, label, _w) in enumerate(options, 1))
+        return tuple(Choice(value=v, label=label) for v, label, _w in options)
 
     def _fix_options(
         self, turn: Turn, progress: Progress, spec: StateSpec

@@ -134,19 +134,10 @@ def leaks(texts: list[str], words: list[str]) -> list[tuple[str, str]]:
     return [(w, t) for t in texts for w in words if w.casefold() in t.casefold()]
 
 
-def _shown(text: str, extra: dict[str, object]) -> str:
-    """A text as the phone shows it: with the labels of its buttons, if any."""
-    choices = extra.get("choices")
-    labels = (
-        [str(c[1]) for c in choices if isinstance(c, list)] if isinstance(choices, list) else []
-    )
-    return "\n".join([text, *labels])
-
-
 async def texts_to(services: Services, client_id: int) -> list[str]:
-    """Every text queued for this client (the phone's view), oldest first."""
+    """Every text queued for this client, with its buttons' labels and data, oldest first."""
     return [
-        _shown(s.text, s.extra)
+        f"{s.text}\n{s.extra}" if s.extra else s.text
         for s in await sent(services)
         if s.client_id == client_id and not s.staff_id
     ]
@@ -237,3 +228,14 @@ async def test_what_follows_the_intake_is_neutral_too(
     assert client.id not in {r.client_id for r in plain.recipients}
     assert (client.id, broadcast.SKIP_DISCREET) in {(s.client_id, s.reason) for s in plain.skipped}
     assert client.id in {r.client_id for r in safe.recipients}
+
+
+async def test_a_case_marked_discreet_makes_its_client_discreet(services: Services) -> None:
+    """Staff (or an import) marking one case discreet covers every text to that client."""
+    async with transaction(services.sessions) as session:
+        client = await repo.create_client(
+            session, vault=services.vault, channel="sms", address="+15555550173"
+        )
+        await repo.create_case(session, client=client, category="family", discreet=True)
+        other = await repo.create_case(session, client=client, category="housing")
+        assert client.discreet and other.discreet
