@@ -75,8 +75,8 @@ EN_WALK: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("Acme Properties", [("12345", "Please send a name, for example: ABC Properties, or SKIP")]),
     ("2", [("9", "Please reply with the number of one option.")]),
-    # fix: household (the discreet summary reads back only the answers that name no problem)
-    ("6", [("99", "Please reply with the number of one option.")]),
+    # fix: household (the discreet summary reads back only name, ZIP, household and income)
+    ("3", [("99", "Please reply with the number of one option.")]),
     ("4", [("lots of people", "Please send a number, for example: 3")]),
     ("1", []),
 ]
