@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import ipaddress
 import logging
 import os
 import re
@@ -25,6 +28,19 @@ _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 
 # Quiet hours as (start, end) local times; the window may cross midnight (21:00-08:00).
 QuietWindow = tuple[time, time]
+
+# The example values of .env.example: copied into a production configuration, they are a
+# mistake (a test keeps this table and the file in step).
+EXAMPLE_VALUES = {
+    "PUBLIC_BASE_URL": "https://bot.example.org",
+    "TWILIO_ACCOUNT_SID": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "TWILIO_FROM_NUMBER": "+15551234567",
+    "TWILIO_MESSAGING_SERVICE_SID": "MGxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    "TELEGRAM_STAFF_CHAT_ID": "-1001234567890",
+}
+MIN_SECRET_LENGTH = 24
+MIN_SECRET_KINDS = 6  # different characters: "aaaa...", "abab..." are not secrets
+MIN_KEY_KINDS = 16  # different byte values in a 32-byte key; a random one has about 30
 
 
 class ConfigError(Exception):
@@ -139,7 +155,7 @@ class Settings(BaseSettings):
         return self.probono_env == "production"
 
     def check_production(self) -> None:
-        """Refuse to run in production without real keys and secrets."""
+        """Refuse to run in production without real keys and secrets; one line names the setting."""
         if not self.is_production:
             return
         if (
@@ -147,6 +163,29 @@ class Settings(BaseSettings):
             or not self.probono_encryption_keys.get_secret_value().strip()
         ):
             raise ConfigError("PROBONO_ENV=production needs PROBONO_ENCRYPTION_KEYS")
+        _check_keys(self.probono_encryption_keys.get_secret_value())
+        for name, secret in (
+            ("TELEGRAM_WEBHOOK_SECRET", self.telegram_webhook_secret),
+            ("PROBONO_API_TOKEN", self.probono_api_token),
+            ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+        ):
+            if secret is not None:
+                _check_secret(name, secret.get_secret_value())
+        for name, value in (
+            ("PUBLIC_BASE_URL", self.public_base_url),
+            ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+            ("TWILIO_FROM_NUMBER", self.twilio_from_number),
+            ("TWILIO_MESSAGING_SERVICE_SID", self.twilio_messaging_service_sid),
+            ("TELEGRAM_STAFF_CHAT_ID", self.telegram_staff_chat_id),
+        ):
+            if value is not None and str(value).strip() == EXAMPLE_VALUES[name]:
+                raise ConfigError(f"{name} is the example value of .env.example: set the real one")
+        if self.public_base_url and not self.public_base_url.lower().startswith("https://"):
+            raise ConfigError("PUBLIC_BASE_URL must start with https:// in production")
+        if not self.program_contact.strip():
+            raise ConfigError(
+                "PROGRAM_CONTACT is required in production: HELP tells clients how to reach us"
+            )
         if self.twilio_account_sid and not self.twilio_auth_token:
             raise ConfigError("TWILIO_ACCOUNT_SID is set but TWILIO_AUTH_TOKEN is missing")
         if self.sms_enabled and not (self.twilio_from_number or self.twilio_messaging_service_sid):
@@ -162,6 +201,40 @@ class Settings(BaseSettings):
 
     def key_file(self) -> Path:
         return self.probono_data_dir / "encryption.key"
+
+
+def _check_keys(raw: str) -> None:
+    """Each master key is 32 bytes that look random: never all zeros or a repeated pattern."""
+    for position, text in enumerate((k.strip() for k in raw.split(",") if k.strip()), 1):
+        try:
+            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (ValueError, binascii.Error):
+            raise ConfigError(
+                f"PROBONO_ENCRYPTION_KEYS: key {position} is not base64 (`probono keys generate`)"
+            ) from None
+        if len(key) != 32 or len(set(key)) < MIN_KEY_KINDS:
+            raise ConfigError(
+                f"PROBONO_ENCRYPTION_KEYS: key {position} is not 32 random bytes; "
+                "make one with `probono keys generate`"
+            )
+
+
+def _check_secret(name: str, value: str) -> None:
+    """A secret long enough and varied enough not to be guessed."""
+    if len(value) < MIN_SECRET_LENGTH or len(set(value)) < MIN_SECRET_KINDS:
+        raise ConfigError(
+            f"{name} is too weak for production: use at least {MIN_SECRET_LENGTH} random characters"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only listens on this machine (127.0.0.1, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _quiet_window(raw: str) -> QuietWindow | None:

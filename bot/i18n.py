@@ -112,11 +112,19 @@ def _dialogue_strings(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
     for name, state in states.items():
         if not isinstance(state, dict):
             continue
-        prompts = state.get("prompt")
-        for prompt in [prompts] if isinstance(prompts, str) else prompts or []:
-            if isinstance(prompt, str):
-                yield prompt, f"state {name}: the question or message"
-        for key, what in (("example", "the re-ask with an example"), ("label", "summary label")):
+        for key, what in (
+            ("prompt", "the question or message"),
+            ("discreet_prompt", "the same for a client whose phone is not safe (neutral words)"),
+        ):
+            prompts = state.get(key)
+            for prompt in [prompts] if isinstance(prompts, str) else prompts or []:
+                if isinstance(prompt, str):
+                    yield prompt, f"state {name}: {what}"
+        for key, what in (
+            ("example", "the re-ask with an example"),
+            ("discreet_example", "the re-ask for a client whose phone is not safe (neutral)"),
+            ("label", "summary label"),
+        ):
             if isinstance(state.get(key), str):
                 yield state[key], f"state {name}: {what}"
         for choice in state.get("choices") or []:
@@ -124,6 +132,11 @@ def _dialogue_strings(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 continue
             if isinstance(choice.get("label"), str):
                 yield choice["label"], f"state {name}: an option"
+            if isinstance(choice.get("discreet_label"), str):
+                yield (
+                    choice["discreet_label"],
+                    f"state {name}: the option {choice.get('value')} in neutral words",
+                )
             if isinstance(choice.get("keywords"), str):
                 yield (
                     choice["keywords"],

@@ -158,6 +158,7 @@ async def test_serve_in_production_refuses_an_unmigrated_database(tmp_path: Path
         PROBONO_DATA_DIR=str(tmp_path / "data"),
         PROBONO_ENCRYPTION_KEYS=TEST_KEY,
         PROBONO_ENV="production",
+        PROGRAM_CONTACT="Call 555-0100",
     )
     code, err = await _run("serve", "--port", str(_free_port()), env=env, cwd=tmp_path)
     assert code != 0

@@ -4,6 +4,8 @@ line naming the setting, and the rest of the bot reads the parsed value."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import time
 from pathlib import Path
@@ -14,7 +16,8 @@ from pydantic import ValidationError
 
 from bot.app import create_app
 from bot.cli import main
-from bot.config import ConfigError, Settings
+from bot.config import EXAMPLE_VALUES, ConfigError, Settings
+from bot.handlers.cli_core import warn_if_exposed
 from tests.conftest import TEST_KEY, make_settings
 
 Run = Callable[..., Awaitable[tuple[int, str]]]
@@ -126,3 +129,71 @@ def test_a_broken_statuses_file_stops_the_app(database_url: str, tmp_path: Path)
     settings = make_settings(database_url, tmp_path / "data", STATUSES_FILE=str(bad))
     with pytest.raises(ConfigError, match=r"statuses\.toml"):
         create_app(settings)
+
+
+# --------------------------------------------------------------------------- production
+
+STRONG = {
+    "PROBONO_ENV": "production",
+    "PROGRAM_CONTACT": "Call 555-0100 weekdays.",
+    "PUBLIC_BASE_URL": "https://bot.legalaid.org",
+    "TELEGRAM_BOT_TOKEN": "123456:real-token",
+    "TELEGRAM_WEBHOOK_SECRET": "q7Lm2Xv9Rt4Wk8Zp3Nb6Hc1Jd5",
+    "PROBONO_API_TOKEN": "Zt8wQ3nL6vP1xR9kM4bH7cJ2",
+    "TWILIO_ACCOUNT_SID": "AC0f3e9a1b2c4d5e6f7a8b9c0d1e2f3a4b",
+    "TWILIO_AUTH_TOKEN": "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+    "TWILIO_FROM_NUMBER": "+12025550199",
+}
+
+
+def test_strong_production_settings_start(database_url: str, tmp_path: Path) -> None:
+    make_settings(database_url, tmp_path / "data", **STRONG).check_production()
+
+
+def _examples() -> dict[str, str]:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    return dict(re.findall(r"^# ([A-Z][A-Z0-9_]+)=(\S+)$", example.read_text(), re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLE_VALUES))
+def test_each_example_value_of_env_example_is_refused_in_production(
+    database_url: str, tmp_path: Path, name: str
+) -> None:
+    assert _examples()[name] == EXAMPLE_VALUES[name], "keep EXAMPLE_VALUES and the file in step"
+    settings = make_settings(
+        database_url, tmp_path / "data", **{**STRONG, name: EXAMPLE_VALUES[name]}
+    )
+    with pytest.raises(ConfigError, match=f"^{name} is the example value"):
+        settings.check_production()
+
+
+def test_development_is_not_held_to_production_rules(database_url: str, tmp_path: Path) -> None:
+    weak = {"TELEGRAM_WEBHOOK_SECRET": "x", "PUBLIC_BASE_URL": "http://192.168.1.5:8080"}
+    make_settings(
+        database_url, tmp_path / "data", PROBONO_ENV="development", **weak
+    ).check_production()
+
+
+@pytest.mark.parametrize(
+    ("host", "loud"),
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("10.0.0.7", True),
+    ],
+)
+def test_development_serve_on_a_shared_address_says_it_is_not_for_clients(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, loud: bool
+) -> None:
+    caplog.set_level(logging.WARNING)
+    dev = make_settings(database_url, tmp_path / "data", PROBONO_ENV="development")
+    warn_if_exposed(dev, host)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert bool(said) == loud
+    if loud:
+        assert said[0].startswith("NOT FOR REAL CLIENTS") and host in said[0]
+    caplog.clear()
+    warn_if_exposed(make_settings(database_url, tmp_path / "data", **STRONG), host)
+    assert not caplog.records  # production is checked instead

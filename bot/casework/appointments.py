@@ -2,7 +2,7 @@
 
 The three use cases (``book``, ``move``, ``cancel``) check their input, check who acts,
 audit once and queue the client's notice in the caller's transaction. The wording helpers
-(``describe``, ``is_discreet``, the notice texts) serve the reminder and status dialogues too.
+(``describe``, the notice texts) serve the reminder and status dialogues too.
 
 Every reminder is a ``ScheduledItem`` row keyed ``reminder:{appointment_id}:{offset}``; the
 scheduler turns due rows into outbox messages (bot/conversations/reminders.py writes them).
@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.casework.base import Actor, CaseworkError, audit, authorize
 from bot.casework.limits import BRING_MAX, PLACE_MAX, check_text, check_timezone
 from bot.core import Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, format_datetime, gettext
 from bot.outgoing import queue_reply
 from storage import repo
@@ -41,7 +42,9 @@ SCHEDULED, CANCELLED = "scheduled", "cancelled"
 KINDS = ("hearing", "meeting", "call")
 DEFAULT_KIND = "meeting"
 
-# What each kind is called in a message; discreet clients only ever read "appointment".
+# What each kind is called in a message; discreet clients only ever read "appointment", and
+# never the place (a place like "Family Court" names the problem): staff tell them where the
+# way they chose.
 KIND_LABELS = {
     "hearing": N_("court hearing"),
     "meeting": N_("meeting"),
@@ -50,11 +53,11 @@ KIND_LABELS = {
 NEUTRAL_KIND = N_("appointment")
 
 BOOKED = N_("{program}: your {kind} is booked for {when} at {place}.")
-BOOKED_DISCREET = N_("Your appointment is booked for {when} at {place}.")
+BOOKED_DISCREET = N_("Your appointment is booked for {when}.")
 BRING = N_("Please bring: {bring}.")
 WILL_REMIND = N_("We will remind you before it.")
 MOVED = N_("{program}: your {kind} has MOVED from {old} to {new} at {place}.")
-MOVED_DISCREET = N_("Your appointment has MOVED from {old} to {new} at {place}.")
+MOVED_DISCREET = N_("Your appointment has MOVED from {old} to {new}.")
 CANCELLED_TEXT = N_(
     "{program}: your {kind} on {when} is CANCELLED. We will contact you about what happens next."
 )
@@ -119,7 +122,7 @@ class Details:
 
 
 def describe(services: Services, client: Client, appt: Appointment, *, discreet: bool) -> Details:
-    """What to tell this client about this appointment; discreet clients get no kind or list."""
+    """What to tell this client about this appointment; discreet: no kind, place or list."""
     lang = client.language or services.settings.default_language
     tz = client.timezone or services.settings.default_timezone
     kind = NEUTRAL_KIND if discreet else KIND_LABELS.get(appt.kind, NEUTRAL_KIND)
@@ -127,13 +130,9 @@ def describe(services: Services, client: Client, appt: Appointment, *, discreet:
     return Details(
         kind=gettext(lang, kind),
         when=format_datetime(appt.starts_at, lang, tz),
-        place=repo.appointment_place(services.vault, client, appt) or "",
+        place="" if discreet else repo.appointment_place(services.vault, client, appt) or "",
         bring=bring,
     )
-
-
-def is_discreet(client: Client, case: Case) -> bool:
-    return client.discreet or case.discreet
 
 
 def sentences(*parts: str | None) -> str:
@@ -326,7 +325,7 @@ async def book(
     d = describe(services, client, appt, discreet=discreet)
     program = services.settings.program_name
     if discreet:
-        head = gettext(lang, BOOKED_DISCREET, when=d.when, place=d.place)
+        head = gettext(lang, BOOKED_DISCREET, when=d.when)
     else:
         head = gettext(lang, BOOKED, program=program, kind=d.kind, when=d.when, place=d.place)
     text = sentences(head, bring_sentence(lang, d), gettext(lang, WILL_REMIND))
@@ -376,7 +375,12 @@ async def move(
         session.add(case)
         new = describe(services, client, appt, discreet=discreet)
         if discreet:
-            text = gettext(lang, MOVED_DISCREET, old=old.when, new=new.when, place=new.place)
+            # Only the place changed: nothing to say in words that do not name it.
+            text = (
+                gettext(lang, MOVED_DISCREET, old=old.when, new=new.when)
+                if new.when != old.when
+                else ""
+            )
         else:
             text = sentences(
                 gettext(
@@ -391,7 +395,8 @@ async def move(
                 bring_sentence(lang, new),
             )
         stamp = int(when.timestamp())
-        await _tell(session, services, client, case, text, f"appt:{appt.id}:moved:{stamp}")
+        if text:
+            await _tell(session, services, client, case, text, f"appt:{appt.id}:moved:{stamp}")
     if zone:
         appt.timezone = zone
     session.add(appt)

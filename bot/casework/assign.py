@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.casework.base import Actor, CaseworkError, audit, authorize
 from bot.casework.thread import HANDOFF_KIND, first_name, recent_thread_text
 from bot.core import Reply
+from bot.discreet import is_discreet
 from bot.i18n import gettext
 from bot.outgoing import queue_reply
 from storage import repo
@@ -125,7 +126,7 @@ async def _tell_client(
 ) -> None:
     lang = client.language or services.settings.default_language
     name = first_name(repo.staff_name(services.vault, attorney))
-    if client.discreet or case.discreet:
+    if is_discreet(client, case):
         text = gettext(lang, "{name} will be in touch with you.", name=name)
     else:
         text = gettext(

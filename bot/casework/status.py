@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.casework.appointments import is_discreet
 from bot.casework.base import Actor, audit, authorize
 from bot.casework.limits import check_status
 from bot.config import ConfigError, Settings
 from bot.core import Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, gettext
 from bot.outgoing import queue_reply
 from storage import repo

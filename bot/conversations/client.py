@@ -11,6 +11,7 @@ from bot.conversations.answers import Reask, parse_choice, phrases
 from bot.conversations.base import Turn
 from bot.conversations.engine import Engine, Progress
 from bot.core import Choice, Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, format_datetime, gettext
 from bot.keywords import normalise
 from bot.outgoing import alert_coordinators
@@ -176,12 +177,8 @@ async def _ask_for_person(turn: Turn, case: Case | None, progress: Progress | No
 # --------------------------------------------------------------------------- the open-case menu
 
 
-def _discreet(turn: Turn, case: Case) -> bool:
-    return turn.client.discreet or case.discreet
-
-
 def _menu_options(turn: Turn, case: Case) -> list[tuple[str, str, set[str]]]:
-    discreet = _discreet(turn, case)
+    discreet = is_discreet(turn.client, case)
     return [
         (value, gettext(turn.lang, short if discreet else label), set())
         for value, label, short in MENU_OPTIONS
@@ -189,7 +186,7 @@ def _menu_options(turn: Turn, case: Case) -> list[tuple[str, str, set[str]]]:
 
 
 def _show_menu(turn: Turn, case: Case) -> None:
-    msgid = MENU_PROMPT_DISCREET if _discreet(turn, case) else MENU_PROMPT
+    msgid = MENU_PROMPT_DISCREET if is_discreet(turn.client, case) else MENU_PROMPT
     choices = tuple(Choice(v, label) for v, label, _w in _menu_options(turn, case))
     turn.replies.append(
         Reply(
@@ -237,7 +234,7 @@ async def _status(turn: Turn, case: Case) -> None:
     probe.replies = turn.replies  # its answer goes to this turn's replies
     if await status.answer_status(probe):
         return
-    msgid = STATUS_FALLBACK_DISCREET if _discreet(turn, case) else STATUS_FALLBACK
+    msgid = STATUS_FALLBACK_DISCREET if is_discreet(turn.client, case) else STATUS_FALLBACK
     turn.say(gettext(turn.lang, msgid, reference=case.reference))
 
 
@@ -279,7 +276,7 @@ async def _menu(turn: Turn, conv: ConversationState | None, case: Case, word: st
             if pick == "status":
                 await _status(turn, case)
             elif pick == "write":
-                msgid = WRITE_PROMPT_DISCREET if _discreet(turn, case) else WRITE_PROMPT
+                msgid = WRITE_PROMPT_DISCREET if is_discreet(turn.client, case) else WRITE_PROMPT
                 turn.say(gettext(turn.lang, msgid))
                 next_state = WRITE_STATE
             else:

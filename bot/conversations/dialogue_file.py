@@ -43,6 +43,7 @@ class ChoiceSpec:
     value: str
     label: str
     keywords: str | None = None  # an msgid of "|"-separated words
+    discreet_label: str | None = None  # the label a client in discreet mode reads instead
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,11 @@ class StateSpec:
     min_days: int = -365
     max_days: int = 3 * 365
     fields: tuple[str, ...] = ()
+    # What a client in discreet mode reads instead (neutral words), and whether the answer
+    # itself is never read back to such a client.
+    discreet_prompt: tuple[str, ...] = ()
+    discreet_example: str | None = None
+    sensitive: bool = False
 
     @property
     def is_question(self) -> bool:
@@ -133,6 +139,7 @@ class ChoiceFile(_Table):
     value: Name
     label: Text
     keywords: Text | None = None
+    discreet_label: Text | None = None
 
 
 class _State(_Table):
@@ -145,6 +152,7 @@ class _State(_Table):
     outcomes: dict[str, str] = {}
     action: str | None = None
     label: Text | None = None
+    discreet_prompt: Texts | None = None
 
 
 class _Question(_State):
@@ -153,6 +161,8 @@ class _Question(_State):
     prompt: Texts
     field: Name | None = None  # where the answer is kept; the state's name when unset
     example: Text | None = None
+    discreet_example: Text | None = None
+    sensitive: bool = False
 
 
 class TextState(_Question):
@@ -282,14 +292,17 @@ def _wrong(message: str) -> PydanticCustomError:
 # --------------------------------------------------------------------------- one-line errors
 # What each key must be, for the message naming it ("min must be a number").
 _WHOLE = ("min_length", "max_length", "min_days", "max_days")  # the message shows the value
-_FLAGS = ("letters", "skippable", "unknown_ok", "multilingual")
+_FLAGS = ("letters", "skippable", "unknown_ok", "multilingual", "sensitive")
 _MUST = {
     "prompt": "must be a text or a list of texts",
+    "discreet_prompt": "must be a text or a list of texts",
     "fields": "must be a text or a list of texts",
     "field": "must be a lower-case name like household_size",
     "value": "must be a lower-case name like housing",
     "label": "must be a text",
     "example": "must be a text",
+    "discreet_example": "must be a text",
+    "discreet_label": "must be a text",
     "keywords": 'must be a text like "rent|landlord"',
     "choices": "must be a list of tables with value and label",
     "choices_from": f"must be one of {', '.join(sorted(CHOICE_SOURCES))}",
@@ -388,7 +401,9 @@ def _to_spec(name: str, state: _State) -> StateSpec:
         prompt=tuple(state.prompt or ()),
         field=(getattr(state, "field", None) or name) if kind in QUESTION_TYPES else None,
         choices=tuple(
-            ChoiceSpec(value=c.value, label=c.label, keywords=c.keywords)
+            ChoiceSpec(
+                value=c.value, label=c.label, keywords=c.keywords, discreet_label=c.discreet_label
+            )
             for c in getattr(state, "choices", ())
         ),
         choices_from=getattr(state, "choices_from", None),
@@ -409,6 +424,9 @@ def _to_spec(name: str, state: _State) -> StateSpec:
         min_days=getattr(state, "min_days", -365),
         max_days=getattr(state, "max_days", 3 * 365),
         fields=tuple(getattr(state, "fields", ())),
+        discreet_prompt=tuple(state.discreet_prompt or ()),
+        discreet_example=getattr(state, "discreet_example", None),
+        sensitive=getattr(state, "sensitive", False),
     )
 
 

@@ -50,6 +50,7 @@ from bot.conversations.answers import (
 from bot.conversations.base import Turn
 from bot.conversations.dialogue_file import MAX_INPUT, Dialogue, DialogueError, StateSpec
 from bot.core import Choice, Reply
+from bot.discreet import is_discreet
 from bot.i18n import LANGUAGES, N_, available_languages, gettext
 from bot.keywords import normalise
 
@@ -208,6 +209,11 @@ class Engine:
         base = name[: -len(FIX_SUFFIX)] if name.endswith(FIX_SUFFIX) else name
         return self.dialogue.states.get(base)
 
+    @staticmethod
+    def discreet(turn: Turn) -> bool:
+        """The client said this phone is not safe: neutral wording, nothing read back."""
+        return is_discreet(turn.client)
+
     def is_finished(self, progress: Progress) -> bool:
         spec = self.spec(progress.state)
         return spec is None or spec.type == "end"
@@ -237,10 +243,11 @@ class Engine:
                     words.add(normalise(Locale.parse(code).get_display_name("en") or ""))
                 out.append((code, LANGUAGES[code], frozenset(w for w in words if w)))
             return out
+        discreet = self.discreet(turn)
         return [
             (
                 c.value,
-                gettext(turn.lang, c.label),
+                gettext(turn.lang, c.discreet_label if discreet and c.discreet_label else c.label),
                 phrases(c.keywords, langs) if c.keywords else frozenset(),
             )
             for c in spec.choices
@@ -249,21 +256,30 @@ class Engine:
     def _choices(self, turn: Turn, spec: StateSpec) -> tuple[Choice, ...]:
         if spec.type not in ("choice", "yesno", "summary"):
             return ()
-        return tuple(Choice(value=v, label=label) for v, label, _w in self._options(turn, spec))
+        options = self._options(turn, spec)
+        if spec.type == "choice" and self.discreet(turn):
+            # A button's hidden data travels to the phone too ("violence"); its number picks
+            # the same option, as on SMS.
+            return tuple(Choice(str(i), label) for i, (_v, label, _w) in enumerate(options, 1))
+        return tuple(Choice(value=v, label=label) for v, label, _w in options)
 
     def _fix_options(
         self, turn: Turn, progress: Progress, spec: StateSpec
     ) -> list[tuple[str, str, set[str]]]:
         return [
             (name, gettext(turn.lang, self.dialogue.states[name].label or name), set())
-            for name in self._shown_fields(progress, spec)
+            for name in self._shown_fields(turn, progress, spec)
         ]
 
-    def _shown_fields(self, progress: Progress, spec: StateSpec) -> list[str]:
+    def _shown_fields(self, turn: Turn, progress: Progress, spec: StateSpec) -> list[str]:
+        """The summary's answers this client may read: none marked sensitive when discreet."""
+        hide = self.discreet(turn)
         fields = []
         for name in spec.fields:
-            fld = self.dialogue.states[name].field
-            if fld is not None and fld in progress.answers:
+            shown = self.dialogue.states[name]
+            if hide and shown.sensitive:
+                continue
+            if shown.field is not None and shown.field in progress.answers:
                 fields.append(name)
         return fields
 
@@ -308,10 +324,10 @@ class Engine:
                 )
             )
             return
-        texts = [self._prompt_text(turn, progress, spec, p) for p in spec.prompt]
+        texts = [self._prompt_text(turn, progress, spec, p) for p in self.prompts(turn, spec)]
         if spec.type == "summary":
             lines = []
-            for fname in self._shown_fields(progress, spec):
+            for fname in self._shown_fields(turn, progress, spec):
                 fspec = self.dialogue.states[fname]
                 assert fspec.field is not None and fspec.label is not None
                 shown = self.show_value(turn, fspec, progress.answers.get(fspec.field))
@@ -321,6 +337,12 @@ class Engine:
             last = i == len(texts) - 1
             choices = self._choices(turn, spec) if last else ()
             turn.replies.append(Reply(text=text, choices=choices, urgent=True))
+
+    def prompts(self, turn: Turn, spec: StateSpec) -> tuple[str, ...]:
+        """What the state says: its neutral wording to a client in discreet mode, if it has one."""
+        if spec.discreet_prompt and self.discreet(turn):
+            return spec.discreet_prompt
+        return spec.prompt
 
     def _prompt_text(self, turn: Turn, progress: Progress, spec: StateSpec, msgid: str) -> str:
         if not spec.multilingual:
@@ -336,12 +358,12 @@ class Engine:
         if spec is None:
             return
         hint = problem.hint
-        if (
-            hint in (HINT_TEXT, HINT_CHOICE)
-            and spec.example
-            and not progress.state.endswith(FIX_SUFFIX)
-        ):
-            hint = spec.example
+        example = spec.example
+        if self.discreet(turn) and spec.discreet_example:
+            example = spec.discreet_example
+        fixing = progress.state.endswith(FIX_SUFFIX)
+        if hint == spec.example or (hint in (HINT_TEXT, HINT_CHOICE) and example and not fixing):
+            hint = example or hint
         params = {**self.params(turn, progress), **problem.params}
         langs = available_languages() if spec.multilingual else [turn.lang]
         texts = dict.fromkeys(

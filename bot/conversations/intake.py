@@ -23,6 +23,7 @@ from bot.conversations.dialogue_file import Dialogue, DialogueError, load_dialog
 from bot.conversations.eligibility import assess, load_guidelines, region_for_zip
 from bot.conversations.engine import Action, Engine, Progress, Step
 from bot.core import Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, gettext
 from bot.outgoing import alert_coordinators, queue_reply
 from storage import repo
@@ -346,8 +347,8 @@ async def create_case(step: Step) -> str | None:
     )
     progress.vars["reference"] = case.reference
     progress.vars["reference_spoken"] = spoken_reference(case.reference)
-    if client.discreet:
-        return "discreet"
+    if is_discreet(client, case):
+        return "discreet_urgent" if reasons else "discreet"
     if reasons:
         return "urgent"
     if elig is not None and not elig["eligible"]:
@@ -445,7 +446,7 @@ async def nudge(session: AsyncSession, services: Services, item: ScheduledItem) 
     if await repo.open_cases(session, client_id=item.client_id):
         return
     lang = client.language or services.settings.default_language
-    msgid = NUDGE_TEXT_DISCREET if client.discreet else NUDGE_TEXT
+    msgid = NUDGE_TEXT_DISCREET if is_discreet(client) else NUDGE_TEXT
     text = gettext(lang, msgid, program=services.settings.program_name)
     now = services.clock()
     await queue_reply(

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.casework.thread import ATTORNEY_KIND, channel_label, first_name, local_time
+from bot.discreet import is_discreet
 from bot.i18n import gettext
 from storage import repo
 from storage.db import transaction
@@ -242,7 +243,7 @@ def _signed(services: Services, staff: Staff, client: Client, case: Case, text: 
     name unless the client's phone is not safe."""
     name = first_name(repo.staff_name(services.vault, staff))
     lang = client.language or services.settings.default_language
-    if client.discreet or case.discreet:
+    if is_discreet(client, case):
         return gettext(lang, "{name}: {text}", name=name, text=text)
     return gettext(
         lang,

@@ -19,11 +19,11 @@ from bot.casework.appointments import (
     SCHEDULED,
     bring_sentence,
     describe,
-    is_discreet,
     sentences,
 )
 from bot.casework.status import is_closing_status
 from bot.core import Choice, Reply
+from bot.discreet import is_discreet
 from bot.i18n import N_, format_datetime, gettext
 from bot.keywords import normalise
 from bot.outgoing import alert_coordinators, queue_reply
@@ -129,7 +129,7 @@ CHECKIN_WORDS: dict[str, frozenset[str]] = {
 }
 
 REMINDER = N_("Reminder from {program}: your {kind} is on {when} at {place}.")
-REMINDER_DISCREET = N_("Reminder: your appointment is on {when} at {place}.")
+REMINDER_DISCREET = N_("Reminder: your appointment is on {when}.")
 CONFIRM_LABEL = N_("Confirm")
 DECLINE_LABEL = N_("I cannot come")
 CONFIRMED = N_("Thank you. See you on {when}.")
@@ -194,7 +194,7 @@ def reminder_reply(services: Services, client: Client, case: Case, appt: Appoint
     discreet = is_discreet(client, case)
     d = describe(services, client, appt, discreet=discreet)
     if discreet:
-        text = gettext(lang, REMINDER_DISCREET, when=d.when, place=d.place)
+        text = gettext(lang, REMINDER_DISCREET, when=d.when)
     else:
         head = gettext(
             lang,

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.casework.appointments import describe, is_discreet
+from bot.casework.appointments import describe
 from bot.casework.status import status_label
+from bot.discreet import is_discreet
 from bot.i18n import N_, gettext
 from bot.keywords import normalise
 from storage import repo
@@ -69,6 +70,7 @@ PIN_WINDOW = timedelta(hours=1)
 YOUR_CASE = N_("Your case {ref}: {label}.")
 YOUR_FILE = N_("Your file: {label}.")
 NEXT_APPOINTMENT = N_("Next {kind}: {when}, {place}.")
+NEXT_APPOINTMENT_DISCREET = N_("Next appointment: {when}.")
 NO_CASE = N_("We have no open case to show for this number.")
 ASK_PIN = N_("Please reply STATUS and your PIN, for example: STATUS 1234")
 WRONG_PIN = N_("That PIN is not right. Reply STATUS and your PIN to try again.")
@@ -127,6 +129,8 @@ async def _case_text(
     if appt is None:
         return head
     d = describe(services, client, appt, discreet=discreet)
+    if discreet:
+        return f"{head} {gettext(lang, NEXT_APPOINTMENT_DISCREET, when=d.when)}"
     return f"{head} {gettext(lang, NEXT_APPOINTMENT, kind=d.kind, when=d.when, place=d.place)}"
 
 

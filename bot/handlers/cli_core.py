@@ -9,7 +9,7 @@ import signal
 
 from aiohttp import web
 
-from bot.config import Settings
+from bot.config import Settings, is_loopback
 from bot.handlers.cli_common import ensure_migrated
 from storage import migrate
 
@@ -27,6 +27,8 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Runs webhooks, dispatcher and scheduler in one process until SIGTERM or Ctrl-C."""
     from bot.app import create_app
 
+    settings.check_production()  # before anything is touched: weak settings name themselves
+    warn_if_exposed(settings, args.host)
     await ensure_migrated(settings)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -42,6 +44,19 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     log.info("shutting down")
     await runner.cleanup()
     return 0
+
+
+def warn_if_exposed(settings: Settings, host: str) -> None:
+    """Says loudly that a development server reachable from other machines is not for clients."""
+    if settings.is_production or is_loopback(host):
+        return
+    log.warning(
+        "NOT FOR REAL CLIENTS: PROBONO_ENV=%s is listening on %s, reachable from other "
+        "machines; its key may be generated on disk and its secrets are not checked. "
+        "Use PROBONO_ENV=production for real clients.",
+        settings.probono_env,
+        host,
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

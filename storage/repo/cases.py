@@ -53,8 +53,15 @@ async def create_case(
     source: str = "cli",
     staff_id: int | None = None,
 ) -> Case:
-    """Open a case with a fresh, unique, phone-friendly reference."""
+    """Open a case with a fresh, unique, phone-friendly reference.
+
+    A discreet case puts its client in discreet mode too: every text to that phone, about
+    this case or any other, is then in neutral words.
+    """
     assert client.id is not None
+    if discreet and not client.discreet:
+        client.discreet = True
+        session.add(client)
     for _ in range(20):
         ref = new_reference()
         exists = await session.scalar(select(Case.id).where(Case.reference == ref))

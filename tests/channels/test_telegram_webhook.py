@@ -95,6 +95,8 @@ async def test_intake_with_buttons(tg: Harness) -> None:
     welcome = tg.fake.sent(ANA.id)[-1]
     assert welcome.inline_buttons == [("Yes", "yes"), ("No", "no")]
     await tg.send(tg.updates.callback(ANA, "yes"))
+    assert tg.fake.sent(ANA.id)[-1].text == "Is it safe for us to text you at this number?"
+    await tg.send(tg.updates.callback(ANA, "yes"))
     assert tg.fake.sent(ANA.id)[-1].text == "What is your full name?"
     await tg.send(tg.updates.text(ANA, "Ana Ruiz"))
     await tg.send(tg.updates.text(ANA, "10001"))
@@ -102,7 +104,7 @@ async def test_intake_with_buttons(tg: Harness) -> None:
     assert ("Housing or eviction", "housing") in category.inline_buttons
     await tg.send(tg.updates.callback(ANA, "housing"))
     assert tg.fake.sent(ANA.id)[-1].text == "In a few words, what is happening?"
-    assert len(tg.fake.of("answerCallbackQuery")) == 3
+    assert len(tg.fake.of("answerCallbackQuery")) == 4
 
 
 async def test_intake_with_typed_answers(tg: Harness) -> None:
@@ -111,6 +113,7 @@ async def test_intake_with_typed_answers(tg: Harness) -> None:
     await tg.send(tg.updates.text(SAM, "2"))  # the number of a button, as on SMS: Español
     assert tg.fake.sent(SAM.id)[-1].inline_buttons == [("Sí", "yes"), ("No", "no")]
     await tg.send(tg.updates.text(SAM, "si"))
+    await tg.send(tg.updates.text(SAM, "si"))  # safe to text
     await tg.send(tg.updates.text(SAM, "Sam Lee"))
     await tg.send(tg.updates.text(SAM, "10001"))
     await tg.send(tg.updates.text(SAM, "vivienda"))  # part of a label, typed

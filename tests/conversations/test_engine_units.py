@@ -333,6 +333,10 @@ _DELETE = object()
         (["states", "not_table"], "oops", "state 'not_table': must be a table"),
         (["states", "name", "max_length"], "50", "state 'name': max_length must be a whole number"),
         (["states", "name", "letters"], 1, "state 'name': letters must be true or false"),
+        (["states", "danger", "sensitive"], "yes", "state 'danger': sensitive must be true or"),
+        (["states", "danger", "discreet_prompt"], 3, "state 'danger': discreet_prompt must be"),
+        (["states", "danger", "discreet_example"], 3, "state 'danger': discreet_example must"),
+        (["states", "done", "sensitive"], True, "state 'done': unknown key 'sensitive'"),
         (["states", "name", "prompt"], ["Name?", " "], "state 'name': prompt must be a text"),
         (["states", "name", "min_days"], 3, "state 'name': unknown key 'min_days' for a text"),
         (["states", "create", "action"], _DELETE, "state 'create': an action state needs an"),
@@ -341,6 +345,11 @@ _DELETE = object()
             ["states", "category", "choices"],
             [{"value": "a", "label": "A", "kw": "x"}],
             "state 'category': choices[0]: unknown key 'kw'",
+        ),
+        (
+            ["states", "category", "choices"],
+            [{"value": "a", "label": "A", "discreet_label": 2}],
+            "state 'category': choices[0]: discreet_label must be a text",
         ),
         (
             ["states", "category", "choices"],

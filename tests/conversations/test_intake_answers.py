@@ -25,6 +25,9 @@ EN_WALK: list[tuple[str, list[tuple[str, str]]]] = [
     ("hi", []),
     ("1", [("hello", "Please reply with the number of one option."), ("9", "one option")]),
     ("yes", [("maybe", "Please reply 1 for yes or 2 for no."), ("", "1 for yes")]),
+    ("no", [("dunno", "Please reply 1 for yes or 2 for no.")]),
+    ("2", [("4", "Please reply with the number of one option.")]),
+    ("(212) 555-0147", [("my cousin", "Please send a phone number, for example: 555-123-4567")]),
     (
         "Maria Lopez",
         [
@@ -42,10 +45,8 @@ EN_WALK: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     ("1", [("8", "Please reply with the number of one option."), ("banana", "one option")]),
-    (
-        "My landlord wants me out",
-        [("12", "Please tell us in words, for example: My landlord wants me out by Friday.")],
-    ),
+    # The phone is not safe: the re-ask gives no example that names a problem.
+    ("My landlord wants me out", [("12", "Sorry, I did not understand. Please answer in words.")]),
     ("yes", [("perhaps", "Please reply 1 for yes or 2 for no.")]),
     (
         "4/20",
@@ -73,11 +74,9 @@ EN_WALK: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     ("Acme Properties", [("12345", "Please send a name, for example: ABC Properties, or SKIP")]),
-    ("no", [("dunno", "Please reply 1 for yes or 2 for no.")]),
-    ("2", [("4", "Please reply with the number of one option.")]),
-    ("(212) 555-0147", [("my cousin", "Please send a phone number, for example: 555-123-4567")]),
     ("2", [("9", "Please reply with the number of one option.")]),
-    ("8", [("99", "Please reply with the number of one option.")]),  # fix: household
+    # fix: household (the discreet summary reads back only name, ZIP, household and income)
+    ("3", [("99", "Please reply with the number of one option.")]),
     ("4", [("lots of people", "Please send a number, for example: 3")]),
     ("1", []),
 ]
@@ -86,6 +85,9 @@ ES_WALK: list[tuple[str, list[tuple[str, str]]]] = [
     ("Hola", []),
     ("2", [("hola", "Perdón, no entendí. Responda con el número de una opción.")]),
     ("sí", [("quizás", "Perdón, no entendí. Responda 1 para sí o 2 para no.")]),
+    ("no", [("depende", "Responda 1 para sí o 2 para no.")]),
+    ("1", [("4", "Responda con el número de una opción.")]),
+    ("por la mañana", [("9", "Díganos con palabras, por ejemplo: entre semana de 9 a 12")]),
     (
         "María López",
         [
@@ -95,7 +97,7 @@ ES_WALK: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("10001", [("abc", "Envíe su código postal de 5 dígitos, por ejemplo: 10001")]),
     ("1", [("8", "Responda con el número de una opción.")]),
-    ("Mi casero quiere sacarme", [("12", "Cuéntenos con palabras")]),
+    ("Mi casero quiere sacarme", [("12", "Responda con palabras.")]),
     ("sí", [("a lo mejor", "Responda 1 para sí o 2 para no.")]),
     (
         "20/4",
@@ -114,9 +116,6 @@ ES_WALK: list[tuple[str, list[tuple[str, str]]]] = [
     ),
     ("1.200", [("bastante", "Envíe una cantidad en dólares, por ejemplo: $1,200")]),
     ("saltar", [("12345", "Envíe un nombre, por ejemplo: ABC Properties, o SALTAR")]),
-    ("no", [("depende", "Responda 1 para sí o 2 para no.")]),
-    ("1", [("4", "Responda con el número de una opción.")]),
-    ("por la mañana", [("9", "Díganos con palabras, por ejemplo: entre semana de 9 a 12")]),
     ("1", [("9", "Responda con el número de una opción.")]),
 ]
 
@@ -169,6 +168,10 @@ ANSWERS: dict[str, Any] = {
 STATES = [
     "language",
     "welcome",
+    "safe_to_text",
+    "safe_option",
+    "safe_time",
+    "safe_phone",
     "name",
     "zip",
     "category",
@@ -179,10 +182,6 @@ STATES = [
     "household",
     "income",
     "other_side",
-    "safe_to_text",
-    "safe_option",
-    "safe_time",
-    "safe_phone",
     "summary",
     "summary" + FIX_SUFFIX,
 ]

@@ -16,11 +16,13 @@ from storage.db import transaction
 from storage.models import Appointment, AuditLog, Client, Message, ScheduledItem
 from tests.conversations.chat import Chat, alert_texts, outbox
 from tests.conversations.test_intake_flows import (
+    EN_AFTER_SAFETY,
     EN_CONFIRM,
     EN_MONEY,
     EN_NO_DEADLINE,
-    EN_SAFE,
+    EN_OTHER_SIDE,
     EN_START,
+    EN_UNSAFE,
     EN_WHOLE,
     ES_WHOLE,
     assert_private,
@@ -30,11 +32,11 @@ from tests.conversations.test_intake_flows import (
 
 async def test_back_goes_to_the_previous_question(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:4])
+    await run(chat, EN_START[:5])
     await run(chat, [("back", "What is your full name?"), ("Maria L. Lopez", "ZIP")])
-    await run(chat, [("BACK", "full name"), ("Back", "Can we ask you")])
-    await run(chat, [("yes", "full name"), ("Maria Lopez", "ZIP")])
-    await run(chat, EN_START[4:] + EN_NO_DEADLINE + EN_MONEY + EN_SAFE)
+    await run(chat, [("BACK", "full name"), ("Back", "safe for us"), ("back", "Can we ask")])
+    await run(chat, [("yes", "safe for us"), ("yes", "full name"), ("Maria Lopez", "ZIP")])
+    await run(chat, EN_START[5:] + EN_NO_DEADLINE + EN_MONEY + EN_OTHER_SIDE)
     summary = chat.log[-1][1][0]
     assert "Name: Maria Lopez" in summary
 
@@ -46,7 +48,7 @@ async def test_back_at_the_first_question_asks_it_again(services: Services) -> N
 
 async def test_spanish_words_work_too(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, ES_WHOLE[:5])
+    await run(chat, ES_WHOLE[:6])
     await run(chat, [("atrás", "código postal"), ("Atras", "¿Cuál es su nombre completo?")])
     await run(chat, [("menú", "Responda ATRÁS para volver")])
     reply = await chat.text("reiniciar")
@@ -55,7 +57,7 @@ async def test_spanish_words_work_too(services: Services) -> None:
 
 async def test_restart_forgets_the_answers(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     reply = await chat.text("restart")
     assert reply.startswith("OK, let's start again.") and "your language" in reply
     state = await chat.state()
@@ -66,7 +68,7 @@ async def test_restart_forgets_the_answers(services: Services) -> None:
 @pytest.mark.parametrize("word", ["menu", "?", "MENU", "options"])
 async def test_menu_word_explains_and_asks_again(services: Services, word: str) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     replies = await chat.send(word)
     assert replies[0].startswith("Reply BACK to go back, RESTART to start over, or AGENT")
     assert "What is your legal problem about?" in replies[1]
@@ -74,13 +76,13 @@ async def test_menu_word_explains_and_asks_again(services: Services, word: str) 
 
 async def test_agent_during_intake_alerts_without_content(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     replies = await chat.send("human")
     assert replies[0] == "Thank you. A person from our team will contact you soon."
     assert "legal problem" in replies[1]
     (alert,) = await alert_texts(services)
     assert "asked to talk to a person" in alert and "No case yet" in alert
-    await run(chat, EN_START[5:] + EN_NO_DEADLINE + EN_MONEY + EN_SAFE + EN_CONFIRM)
+    await run(chat, EN_START[6:] + EN_NO_DEADLINE + EN_MONEY + EN_OTHER_SIDE + EN_CONFIRM)
     texts = await alert_texts(services)
     assert "Asked to talk to a person during intake." in texts[-1]
     assert_private(texts)
@@ -88,12 +90,12 @@ async def test_agent_during_intake_alerts_without_content(services: Services) ->
 
 async def test_resume_after_a_server_restart(services: Services, clock: FakeClock) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:6])
+    await run(chat, EN_START[:7])
     # A new process: new engine, new sessions, new vault object, same database and keys.
     fresh = Services.build(services.settings, clock=clock)
     try:
         chat.services = fresh
-        await run(chat, EN_START[6:] + EN_NO_DEADLINE + EN_MONEY + EN_SAFE + EN_CONFIRM)
+        await run(chat, EN_START[7:] + EN_NO_DEADLINE + EN_MONEY + EN_OTHER_SIDE + EN_CONFIRM)
         (case,) = await chat.cases()
         assert case.category == "housing"
     finally:
@@ -102,7 +104,7 @@ async def test_resume_after_a_server_restart(services: Services, clock: FakeCloc
 
 async def test_resume_after_a_pause_welcomes_back(services: Services, clock: FakeClock) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     clock.advance(days=2)
     replies = await chat.send("hello?")
     assert replies[0] == "Welcome back! Let's continue where we left off."
@@ -114,7 +116,7 @@ async def test_resume_after_a_pause_welcomes_back(services: Services, clock: Fak
 
 async def test_a_wrong_answer_soon_after_gets_a_re_ask(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     reply = await chat.text("hello?")
     assert reply.startswith("Sorry, I did not understand. Please reply with the number")
     assert "1. Housing or eviction" in reply
@@ -150,9 +152,9 @@ async def test_one_reminder_a_day_after_the_last_answer(
     chat = Chat(services, language="es")
     await run(chat, ES_WHOLE[:2])
     assert await _nudge_item(services) is None  # no consent yet: no reminder
-    await run(chat, ES_WHOLE[2:4])
+    await run(chat, ES_WHOLE[2:5])
     clock.advance(hours=3)
-    await run(chat, ES_WHOLE[4:5])
+    await run(chat, ES_WHOLE[5:6])
     item = await _nudge_item(services)
     assert item is not None and item.kind == "intake_nudge"
     assert item.unique_key == f"intake_nudge:{chat.client_id}" and item.status == "pending"
@@ -174,7 +176,7 @@ async def test_one_reminder_a_day_after_the_last_answer(
     assert "¿qué está pasando?" in await chat.text("1")
     item = await _nudge_item(services)
     assert item is not None and item.status == "cancelled"
-    await run(chat, ES_WHOLE[6:])
+    await run(chat, ES_WHOLE[7:])
     assert len(await _reminders(services)) == 1
 
 
@@ -182,11 +184,11 @@ async def test_no_reminder_when_they_answered_after_it_was_planned(
     services: Services, clock: FakeClock
 ) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:4])
+    await run(chat, EN_START[:5])
     planned = await _nudge_item(services)
     assert planned is not None
     clock.advance(hours=20)
-    await run(chat, EN_START[4:5])
+    await run(chat, EN_START[5:6])
     clock.advance(hours=5)
     await _run_nudge(services, planned)  # the stale copy, as a slow scheduler might hold it
     assert await _reminders(services) == []
@@ -196,8 +198,7 @@ async def test_reminder_for_a_discreet_client_is_neutral(
     services: Services, clock: FakeClock
 ) -> None:
     chat = Chat(services)
-    await run(chat, EN_START + EN_NO_DEADLINE + EN_MONEY)
-    await run(chat, [("no", "reach you safely")])
+    await run(chat, EN_UNSAFE)
     item = await _nudge_item(services)
     assert item is not None
     clock.advance(hours=25)
@@ -294,8 +295,7 @@ async def test_agent_with_a_case_flags_it(services: Services) -> None:
 
 async def test_menu_in_spanish_and_discreet_wording(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START + EN_NO_DEADLINE + EN_MONEY)
-    await run(chat, [("no", "safely"), ("3", "Please check"), ("1", "Your number is")])
+    await run(chat, [*EN_UNSAFE, ("3", "full name"), *EN_AFTER_SAFETY, ("1", "Your number is")])
     reply = await chat.text("hi")
     assert reply.startswith("What would you like to do?")
     for word in ("case", "attorney", "legal"):

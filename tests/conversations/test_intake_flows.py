@@ -22,6 +22,7 @@ Step = tuple[str, str]
 EN_START: list[Step] = [
     ("Hi", "Reply with the number of your language"),
     ("1", "offers free legal help"),
+    ("yes", "safe for us to text you"),
     ("yes", "What is your full name?"),
     ("Maria Lopez", "ZIP code"),
     ("10001", "What is your legal problem about?"),
@@ -29,18 +30,15 @@ EN_START: list[Step] = [
     ("My landlord says I must leave", "court date, hearing or deadline"),
 ]
 EN_NO_DEADLINE: list[Step] = [("no", "Has any of this happened?"), ("3", "How many people")]
-EN_MONEY: list[Step] = [
-    ("3", "how much money"),
-    ("$1,200 a month", "name of the other side"),
-    ("Acme Properties", "safe for us to text you"),
-]
-EN_SAFE: list[Step] = [("yes", "Please check your answers")]
+EN_MONEY: list[Step] = [("3", "how much money"), ("$1,200 a month", "name of the other side")]
+EN_OTHER_SIDE: list[Step] = [("Acme Properties", "Please check your answers")]
 EN_CONFIRM: list[Step] = [("1", "Your case number is")]
-EN_WHOLE = EN_START + EN_NO_DEADLINE + EN_MONEY + EN_SAFE + EN_CONFIRM
+EN_WHOLE = EN_START + EN_NO_DEADLINE + EN_MONEY + EN_OTHER_SIDE + EN_CONFIRM
 
 ES_WHOLE: list[Step] = [
     ("Hola", "Responda con el número de su idioma"),
     ("2", "ofrece ayuda legal gratis"),
+    ("sí", "¿Es seguro enviarle mensajes"),
     ("sí", "¿Cuál es su nombre completo?"),
     ("María López", "código postal"),
     ("10001", "problema legal"),
@@ -50,9 +48,22 @@ ES_WHOLE: list[Step] = [
     ("nada de esto", "¿Cuántas personas"),
     ("tres", "¿Cuánto dinero"),
     ("1.200 al mes", "otra parte"),
-    ("saltar", "¿Es seguro enviarle mensajes"),
-    ("sí", "Revise sus respuestas"),
+    ("saltar", "Revise sus respuestas"),
     ("sí", "Su número de caso es"),
+]
+
+# The same client, who says at once that texting this phone is not safe.
+EN_UNSAFE: list[Step] = [*EN_START[:3], ("no", "How can we reach you safely?")]
+EN_AFTER_SAFETY: list[Step] = [
+    ("Maria Lopez", "ZIP code"),
+    ("10001", "What is your question about?"),
+    ("1", "how can we help"),
+    ("My landlord says I must leave", "date or deadline coming up"),
+    ("no", "Is it urgent?"),
+    ("3", "How many people"),
+    *EN_MONEY[:1],
+    ("$1,200 a month", "person or company involved"),
+    ("Acme Properties", "Please check your answers"),
 ]
 
 PRIVATE = ("Maria", "Lopez", "María", "López", "landlord", "leave", "Acme", "casero", "sacarme")
@@ -160,14 +171,14 @@ async def test_outside_the_service_area_gets_a_referral_and_no_case(
         database_url, tmp_path, clock, SERVICE_AREA_ZIPS="10001, 10002"
     ) as services:
         chat = Chat(services)
-        await run(chat, EN_START[:4])
+        await run(chat, EN_START[:5])
         reply = await chat.text("90210")
         assert "only help people who live in our service area" in reply
         assert "lawhelp.org" in reply
         assert await chat.cases() == []
         assert await alert_texts(services) == []
         # Writing again starts over; an address inside the area carries on.
-        await run(chat, EN_START[:4])
+        await run(chat, EN_START[:5])
         assert "legal problem" in await chat.text("10002")
 
 
@@ -182,7 +193,7 @@ async def test_a_hearing_within_seven_days_is_urgent_and_alerts_at_once(
     (early,) = await alert_texts(services)
     assert "URGENT" in early and "within 7 days" in early and "housing" in early
     last = await run(
-        chat, [("3", "How many people"), *EN_MONEY, *EN_SAFE, ("1", "Your matter is urgent")]
+        chat, [("3", "How many people"), *EN_MONEY, *EN_OTHER_SIDE, ("1", "Your matter is urgent")]
     )
     (case,) = await chat.cases()
     assert case.urgent and case.reference in last
@@ -197,7 +208,7 @@ async def test_lockout_and_violence_are_urgent(services: Services) -> None:
     reply = await chat.text("2")
     assert "If you are in danger right now, call 911." in reply
     await run(chat, [("back", "Has any of this happened?")])
-    await run(chat, [("locked out", "How many people"), *EN_MONEY, *EN_SAFE])
+    await run(chat, [("locked out", "How many people"), *EN_MONEY, *EN_OTHER_SIDE])
     await run(chat, EN_CONFIRM)
     (case,) = await chat.cases()
     assert case.urgent
@@ -210,7 +221,7 @@ async def test_lockout_and_violence_are_urgent(services: Services) -> None:
 async def test_a_date_the_client_does_not_know_is_flagged_for_review(services: Services) -> None:
     chat = Chat(services)
     await run(chat, [*EN_START, ("yes", "When is it?"), ("not sure", "Has any of this")])
-    await run(chat, [("3", "How many people"), *EN_MONEY, *EN_SAFE])
+    await run(chat, [("3", "How many people"), *EN_MONEY, *EN_OTHER_SIDE])
     summary = chat.log[-1][1][0]
     assert "Date: Not sure" in summary
     await run(chat, EN_CONFIRM)
@@ -222,8 +233,8 @@ async def test_a_date_the_client_does_not_know_is_flagged_for_review(services: S
 async def test_income_over_200_percent_is_recorded_and_said_gently(services: Services) -> None:
     chat = Chat(services)
     await run(chat, EN_START + EN_NO_DEADLINE)
-    await run(chat, [("1", "how much money"), ("5,000", "other side"), ("skip", "safe")])
-    last = await run(chat, [*EN_SAFE, ("1", "Your income may be above our limit")])
+    await run(chat, [("1", "how much money"), ("5,000", "other side"), ("skip", "Please check")])
+    last = await run(chat, [("1", "Your income may be above our limit")])
     (case,) = await chat.cases()
     assert case.reference in last
     assert case.eligibility is not None
@@ -235,8 +246,8 @@ async def test_income_over_200_percent_is_recorded_and_said_gently(services: Ser
 async def test_income_between_125_and_200_percent(services: Services) -> None:
     chat = Chat(services)
     await run(chat, EN_START + EN_NO_DEADLINE)
-    await run(chat, [("1", "how much money"), ("1800", "other side"), ("skip", "safe")])
-    last = await run(chat, EN_SAFE + EN_CONFIRM)
+    await run(chat, [("1", "how much money"), ("1800", "other side"), ("skip", "Please check")])
+    last = await run(chat, EN_CONFIRM)
     assert "What happens next" in last
     (case,) = await chat.cases()
     assert case.eligibility is not None and case.eligibility["within_percent"] == 200
@@ -260,8 +271,8 @@ async def _existing_case(
 async def _conflict_intake(services: Services, other_side: str) -> tuple[Chat, str]:
     chat = Chat(services)
     await run(chat, EN_START + EN_NO_DEADLINE)
-    await run(chat, [("3", "how much money"), ("1200", "other side"), (other_side, "safe")])
-    last = await run(chat, EN_SAFE + EN_CONFIRM)
+    await run(chat, [("3", "how much money"), ("1200", "other side"), (other_side, "Please check")])
+    last = await run(chat, EN_CONFIRM)
     return chat, last
 
 
@@ -305,9 +316,8 @@ async def test_no_conflict_with_unrelated_names(services: Services) -> None:
 
 async def test_unsafe_to_text_means_discreet_with_a_safer_time(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START + EN_NO_DEADLINE + EN_MONEY)
-    await run(chat, [("no", "How can we reach you safely?"), ("1", "What days and times")])
-    await run(chat, [("weekdays 9 to 12", "Please check your answers")])
+    await run(chat, [*EN_UNSAFE, ("1", "What days and times")])
+    await run(chat, [("weekdays 9 to 12", "What is your full name?"), *EN_AFTER_SAFETY])
     last = await run(chat, [("1", "Your number is")])
     assert "case" not in last.lower() and "legal" not in last.lower()
     (case,) = await chat.cases()
@@ -323,10 +333,9 @@ async def test_unsafe_to_text_means_discreet_with_a_safer_time(services: Service
 
 async def test_unsafe_to_text_with_another_number(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START + EN_NO_DEADLINE + EN_MONEY)
-    await run(chat, [("no", "reach you safely"), ("2", "What number is safe?")])
+    await run(chat, [*EN_UNSAFE, ("2", "What number is safe?")])
     await run(chat, [("my cousin", "phone number, for example")])
-    await run(chat, [("(212) 555-0147", "Please check your answers")])
+    await run(chat, [("(212) 555-0147", "What is your full name?"), *EN_AFTER_SAFETY])
     await run(chat, [("1", "Your number is")])
     client = await chat.client()
     safe = repo.client_key(services.vault, client).open_json(
@@ -347,7 +356,7 @@ async def test_fixing_answers_from_the_summary(services: Services) -> None:
     summary = await run(chat, [("4/20", "Please check your answers")])
     assert "Date: Apr 20, 2026" in summary and "People at home: 3" in summary
     # Back to "no": the date is dropped, not kept from the branch no longer taken.
-    await run(chat, [("2", "fix"), ("5", "court date"), ("no", "Please check")])
+    await run(chat, [("2", "fix"), ("6", "court date"), ("no", "Please check")])
     assert "Date:" not in chat.log[-1][1][0]
     await run(chat, EN_CONFIRM)
     (case,) = await chat.cases()
@@ -363,6 +372,7 @@ async def test_telegram_buttons_answer_the_same_questions(services: Services) ->
     assert chat.last[0].choices[0].value == "en" and "1. English" not in shown[0]
     assert "ofrece ayuda legal" in await chat.text("", choice="es")
     assert [c.value for c in chat.last[0].choices] == ["yes", "no"]
+    assert "Es seguro enviarle mensajes" in await chat.text("", choice="yes")
     assert "nombre completo" in await chat.text("", choice="yes")
     await run(chat, [("Ana Ruiz", "código postal"), ("10001", "problema legal")])
     assert [c.value for c in chat.last[0].choices][:2] == ["housing", "family"]
@@ -372,7 +382,7 @@ async def test_telegram_buttons_answer_the_same_questions(services: Services) ->
 
 async def test_answers_can_be_numbers_labels_or_words(services: Services) -> None:
     chat = Chat(services)
-    await run(chat, EN_START[:5])
+    await run(chat, EN_START[:6])
     assert "what is happening" in await chat.text("Housing or eviction")
     await run(chat, [("back", "legal problem")])
     assert "what is happening" in await chat.text("my landlord wants more rent")
@@ -383,9 +393,9 @@ async def test_answers_can_be_numbers_labels_or_words(services: Services) -> Non
 async def test_alerts_hold_no_client_words_or_number(services: Services) -> None:
     """An urgent, discreet case: both alerts are built from fixed words, reference and flags."""
     chat = Chat(services)
-    await run(chat, [*EN_START, ("yes", "When is it?"), ("tomorrow", "happened")])
-    await run(chat, [("2", "How many"), *EN_MONEY, ("no", "reach you safely")])
-    await run(chat, [("3", "Please check"), ("1", "Your number is")])
+    await run(chat, [*EN_UNSAFE, ("3", "full name"), *EN_AFTER_SAFETY[:4]])
+    await run(chat, [("yes", "When is it?"), ("tomorrow", "Is it urgent?")])
+    await run(chat, [("2", "How many"), *EN_AFTER_SAFETY[6:], ("1", "Your number is")])
     texts = await alert_texts(services)
     assert len(texts) == 2
     assert_private(texts)

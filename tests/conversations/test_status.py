@@ -162,11 +162,11 @@ async def test_a_discreet_owner_gets_neutral_status(services: Services) -> None:
     world = await open_case(services, discreet=True, category="family", status="in progress")
     await book(services, world, HEARING)
     answer = await owner(services, world).text("STATUS")
-    assert answer == (
-        "Your file: we are working on it. "
-        "Next appointment: Thu, Mar 12, 2026, 10:30 AM, Housing Court, 111 Centre St, Room 4."
+    assert (
+        answer == "Your file: we are working on it. Next appointment: Thu, Mar 12, 2026, 10:30 AM."
     )
     assert world.reference not in answer and "hearing" not in answer and "lease" not in answer
+    assert "Court" not in answer  # the place names the problem: staff give it the safe way
 
 
 async def test_a_stranger_learns_nothing(services: Services) -> None:

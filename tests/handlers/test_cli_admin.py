@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import os
@@ -685,4 +686,56 @@ async def test_production_needs_encryption_keys(cli: CLI, services: Services) ->
     before = await snapshot(services)
     run = await cli("client", "add", "--phone", PHONE, "--name", "Ana", env=env)
     run.assert_one_line_error("PROBONO_ENCRYPTION_KEYS")
+    assert await snapshot(services) == before
+
+
+# --------------------------------------------------------------------------- weak settings
+
+STRONG_SECRET = "q7Lm2Xv9Rt4Wk8Zp3Nb6Hc1Jd5"
+ZERO_KEY = base64.urlsafe_b64encode(bytes(32)).decode().rstrip("=")
+PATTERN_KEY = base64.urlsafe_b64encode(b"ab" * 16).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PROBONO_ENCRYPTION_KEYS": ZERO_KEY}, "PROBONO_ENCRYPTION_KEYS: key 1"),
+        ({"PROBONO_ENCRYPTION_KEYS": PATTERN_KEY}, "PROBONO_ENCRYPTION_KEYS: key 1"),
+        ({"PROBONO_ENCRYPTION_KEYS": f"{TEST_KEY},{ZERO_KEY}"}, "PROBONO_ENCRYPTION_KEYS: key 2"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "x"}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({"TELEGRAM_WEBHOOK_SECRET": "a" * 40}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({"PROBONO_API_TOKEN": "t"}, "PROBONO_API_TOKEN"),
+        (
+            {"TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "0" * 32},
+            "TWILIO_AUTH_TOKEN",
+        ),
+        ({"PUBLIC_BASE_URL": "http://bot.legalaid.org"}, "PUBLIC_BASE_URL must start with https"),
+        ({"PUBLIC_BASE_URL": "https://bot.example.org"}, "PUBLIC_BASE_URL is the example value"),
+        ({"PROGRAM_CONTACT": None}, "PROGRAM_CONTACT is required"),
+    ],
+    ids=[
+        "zero-key",
+        "pattern-key",
+        "second-key",
+        "one-letter-secret",
+        "repeated-secret",
+        "short-token",
+        "zero-twilio-token",
+        "http-url",
+        "example-url",
+        "no-contact",
+    ],
+)
+async def test_production_serve_refuses_weak_settings_naming_them(
+    cli: CLI, services: Services, env: dict[str, str | None], named: str
+) -> None:
+    base: dict[str, str | None] = {
+        "PROBONO_ENV": "production",
+        "PROGRAM_CONTACT": "Call 555-0100 weekdays.",
+        "PUBLIC_BASE_URL": "https://bot.legalaid.org",
+        "TELEGRAM_WEBHOOK_SECRET": STRONG_SECRET,
+    }
+    before = await snapshot(services)
+    run = await cli("serve", "--port", "0", env={**base, **env})
+    run.assert_one_line_error(named)
     assert await snapshot(services) == before
