@@ -4,7 +4,6 @@ line naming the setting, and the rest of the bot reads the parsed value."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import time
 from pathlib import Path
@@ -127,23 +126,3 @@ def test_a_broken_statuses_file_stops_the_app(database_url: str, tmp_path: Path)
     settings = make_settings(database_url, tmp_path / "data", STATUSES_FILE=str(bad))
     with pytest.raises(ConfigError, match=r"statuses\.toml"):
         create_app(settings)
-
-
-def test_every_setting_is_in_the_readme_table_and_in_env_example() -> None:
-    """The two places an operator looks cannot drift from the Settings class."""
-    repo = Path(__file__).resolve().parent.parent
-    readme = (repo / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Configuration") :]
-    section = section[: section.index("\n## ", 1)]
-    in_table = {
-        name
-        for row in section.splitlines()
-        if row.startswith("| `")
-        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])
-    }
-    example = (repo / ".env.example").read_text(encoding="utf-8")
-    in_example = set(re.findall(r"^# ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
-    aliases = {field.alias for field in Settings.model_fields.values()}
-    assert None not in aliases
-    assert aliases - in_table == set()
-    assert aliases - in_example == set()
