@@ -18,7 +18,7 @@ from babel.messages.pofile import read_po
 
 log = logging.getLogger(__name__)
 
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 
 # Each language named in itself, in the order the language menu shows them.
 LANGUAGES: dict[str, str] = {

@@ -179,6 +179,21 @@ async def test_serve_in_production_needs_encryption_keys(database_url: str, tmp_
     assert not (tmp_path / "data" / "encryption.key").exists()  # no key was made up
 
 
+def test_the_readme_table_lists_every_setting() -> None:
+    """The Configuration table, like .env.example below, cannot drift from Settings."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Configuration") :]
+    section = section[: section.index("\n## ", 1)]
+    in_table = {
+        name
+        for row in section.splitlines()
+        if row.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])
+    }
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert aliases - in_table == set()
+
+
 def test_env_example_lists_every_setting_and_loads(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / ".env.example"
     text = example.read_text()

@@ -1,6 +1,6 @@
 """Every language complete and checked: catalogs, placeholders, dates, keywords, SMS segments.
 
-The catalog checks read ``locales/`` and the code generically: a language added, a string
+The catalog checks read ``bot/locales/`` and the code generically: a language added, a string
 added to the code, or a translation that drifts makes them fail without editing this file.
 """
 
@@ -36,7 +36,7 @@ from tests.conftest import make_settings
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGS = sorted(LOCALES_DIR.glob("*/LC_MESSAGES/messages.po"))
 TRANSLATED = [p.parts[-3] for p in CATALOGS if p.parts[-3] != "en"]
-# The six languages the program offers; any other catalog in locales/ is checked the same way.
+# The six languages the program offers; any other catalog in bot/locales/ is checked the same way.
 REQUIRED = ["en", "es", "zh", "vi", "ar", "ht"]
 EXTRACT_KEYWORDS = {"N_": None, "gettext": (2,)}  # as `make translations` extracts
 

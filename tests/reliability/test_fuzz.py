@@ -122,7 +122,7 @@ def _product_text() -> str:
     """The app's own source, data and catalogs: hypothesis also draws string constants from it."""
     root = Path(__file__).resolve().parents[2]
     files = [*root.glob("bot/**/*.py"), *root.glob("storage/**/*.py"), *root.glob("bot/data/*")]
-    files += root.glob("locales/**/*.po")
+    files += root.glob("bot/locales/**/*.po")
     return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
 
 
