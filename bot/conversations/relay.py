@@ -180,16 +180,7 @@ async def reply_to_client(
     assert case.id is not None and client is not None and client.id is not None
     ident = _reachable(list(await repo.identities(session, client_id=client.id)))
     if client.wrapped_key is None or ident is None:
-        await repo.audit(
-            session,
-            actor_kind="staff",
-            actor_id=staff.id,
-            action="relay.reply",
-            case_id=case.id,
-            client_id=client.id,
-            allowed=True,
-            detail="not sent: client unreachable or opted out",
-        )
+        await _audit_reply(session, staff, case, "not sent: client unreachable or opted out")
         return RelayOutcome(
             sent=False,
             notice=f"Not sent: the client of {case.reference} cannot be reached "
@@ -226,16 +217,21 @@ async def reply_to_client(
     session.add(item)
     case.updated_at = services.clock()
     session.add(case)
+    await _audit_reply(session, staff, case, f"queued by {label}, outbox {item.id}")
+    return RelayOutcome(sent=True, notice=confirm_text(case.reference, label, "queued"), item=item)
+
+
+async def _audit_reply(session: AsyncSession, staff: Staff, case: Case, detail: str) -> None:
+    """Every attorney reply is audited, sent or not (allowed: the case is theirs)."""
     await repo.audit(
         session,
         actor_kind="staff",
         actor_id=staff.id,
         action="relay.reply",
         case_id=case.id,
-        client_id=client.id,
-        detail=f"queued by {label}, outbox {item.id}",
+        client_id=case.client_id,
+        detail=detail,
     )
-    return RelayOutcome(sent=True, notice=confirm_text(case.reference, label, "queued"), item=item)
 
 
 def _signed(services: Services, staff: Staff, client: Client, case: Case, text: str) -> str:
