@@ -215,6 +215,14 @@ async def test_the_send_rate_holds(env: Env) -> None:
 
 
 async def test_provider_faults_still_deliver_every_message_exactly_once(env: Env) -> None:
+    # Twilio has no idempotency key, so a send that went through but answered after the
+    # client's timeout is sent again: on a busy machine the fixture's 0.1 s would make a
+    # fault of a slow success. Half a second is still well short of the fake's 1 s stall.
+    quick = env.services.senders["sms"]
+    patient = TwilioSender.from_settings(env.services.settings, timeout=0.5)
+    assert patient is not None
+    env.services.senders["sms"] = patient
+    await quick.close()
     env.fake.fail_randomly(0.3, kinds=("429", "500", "timeout"))
     env.fake.retry_after = "3"
     clients = [await env.client(_phone(i)) for i in range(40)]
