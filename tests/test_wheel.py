@@ -130,6 +130,8 @@ def test_the_installed_wheel_answers_a_spanish_client_in_spanish(tmp_path: Path)
         "DATABASE_URL": f"sqlite:///{work / 'probono.db'}",
         "PROBONO_DATA_DIR": str(work / "data"),
         "PROGRAM_NAME": PROGRAM,
+        # Production refuses to serve without it: HELP tells clients how to reach the program.
+        "PROGRAM_CONTACT": "Call 555-0100, Mon-Fri 9-5.",
     }
     migrated = _run(f"{probono} db upgrade", work, env)
     assert migrated.split()[-1] == head_revision()  # the migrations shipped, every one
