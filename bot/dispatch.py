@@ -121,7 +121,8 @@ class _Claimed:
     outbound: OutboundMessage
 
 
-def _default_name() -> str:
+def process_name() -> str:
+    """This process, as named in claims and leases: host, pid and a random tag."""
     return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -152,7 +153,7 @@ class Dispatcher:
     ) -> None:
         self.services = services
         self.metrics = metrics
-        self.name = (name or _default_name())[:48]
+        self.name = (name or process_name())[:48]
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
