@@ -50,7 +50,7 @@ def _secret_ok(settings_secret: str | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), settings_secret.encode("utf-8"))
 
 
-async def webhook(request: web.Request) -> web.Response:
+async def webhook_route(request: web.Request) -> web.Response:
     """Stores one update sent with the right secret token, then answers 200."""
     app = request.app
     services = app[SERVICES]
@@ -216,15 +216,17 @@ async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
     await channel.stop()
 
 
-def setup(app: web.Application) -> None:
-    """Adds the webhook route, the Telegram sender and its lifecycle when a token is set."""
+def setup(app: web.Application, *, webhook: bool = True, poller: bool = True) -> None:
+    """Adds the webhook route (``webhook``), the Telegram sender and its lifecycle when a
+    token is set; without a public URL, ``poller`` processes take turns to long-poll."""
     services = app[SERVICES]
     if not services.settings.telegram_enabled:
         return
     channel = TelegramChannel(services.settings)
     app[TELEGRAM] = channel
     services.senders[Channel.TELEGRAM] = TelegramSender(channel)
-    if channel.long_polls:
+    if channel.long_polls and poller:
         app[POLLER] = PollerLease(services, channel)
-    app.router.add_post(WEBHOOK_PATH, webhook)
+    if webhook:
+        app.router.add_post(WEBHOOK_PATH, webhook_route)
     app.cleanup_ctx.append(telegram_ctx)
