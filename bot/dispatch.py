@@ -95,17 +95,17 @@ class SharedRate:
         self._wall = wall
         self.last_slot = 0.0
 
-    async def claim(self, count: int) -> list[float]:
-        """The times of the next ``count`` send slots (seconds since the epoch)."""
-        async with transaction(self.services.sessions) as session:
-            first = await repo.claim_send_slots(
-                session,
-                channel=self.channel,
-                sender=self.sender,
-                count=count,
-                rate=self.rate,
-                now=self._wall(),
-            )
+    async def claim(self, session: AsyncSession, count: int) -> list[float]:
+        """The times of the next ``count`` send slots (seconds since the epoch), claimed in
+        ``session``: with the rows they are for, or not at all."""
+        first = await repo.claim_send_slots(
+            session,
+            channel=self.channel,
+            sender=self.sender,
+            count=count,
+            rate=self.rate,
+            now=self._wall(),
+        )
         slots = [first + i / self.rate for i in range(count)]
         self.last_slot = slots[-1]
         return slots
@@ -149,7 +149,7 @@ class Dispatcher:
     # what a crash can leave in doubt.
     MAX_IN_FLIGHT = 100
     # Seconds before its last claimed slot that a busy loop claims the next chunk.
-    CLAIM_LEAD = 0.05
+    CLAIM_LEAD = 0.1
 
     def __init__(
         self,
@@ -313,10 +313,7 @@ class Dispatcher:
                 n = min(n, rate.chunk)
             if n < 1:
                 return 0
-            claimed, touched = await self._claim(channel, n)
-            slots: list[float | None] = [None] * len(claimed)
-            if rate is not None and claimed:
-                slots = list(await rate.claim(len(claimed)))
+            claimed, touched, slots = await self._claim(channel, n, rate)
             tasks: list[asyncio.Task[None]] = []
             for one, slot in zip(claimed, slots, strict=True):
                 if wait and slot is not None:
@@ -336,8 +333,11 @@ class Dispatcher:
         if delay > 0:
             await self._sleep(delay)
 
-    async def _claim(self, channel: str, limit: int) -> tuple[list[_Claimed], int]:
-        """Claim due rows and decide each: send now, skip, or hold for quiet hours."""
+    async def _claim(
+        self, channel: str, limit: int, rate: SharedRate | None = None
+    ) -> tuple[list[_Claimed], int, list[float | None]]:
+        """Claim due rows and decide each: send, skip, or hold for quiet hours; the rows to
+        send, the rows touched, and each send's slot (None: no rate, send at once)."""
         services = self.services
         now = services.clock()
         window = services.settings.quiet_hours
@@ -365,10 +365,14 @@ class Dispatcher:
                     continue
                 if claimed is not None:
                     out.append(claimed)
+            # In the claim's transaction: rows claimed always have their slots.
+            slots: list[float | None] = [None] * len(out)
+            if rate is not None and out:
+                slots = list(await rate.claim(session, len(out)))
         for item in items:
             if item.status == OutboxStatus.SKIPPED:
                 self._count(channel, "skipped")
-        return out, len(items)
+        return out, len(items), slots
 
     async def _prefetch(self, session: AsyncSession, items: list[OutboxItem]) -> None:
         """Load the claimed rows' messages, clients and identities in three queries.

@@ -335,7 +335,7 @@ async def test_a_dispatcher_killed_after_claiming_is_not_blindly_resent(env: Env
     await env.queue(client, "claimed, then the process died")
     await env.queue(await env.client(_phone(2)), "sent, then the process died")
     dead = env.dispatcher(name="dead")
-    claimed, _ = await dead._claim("sms", 10)
+    claimed, _touched, _slots = await dead._claim("sms", 10)
     assert len(claimed) == 2
     # One reached Twilio before the crash, the other never left; neither was recorded.
     await env.services.senders["sms"].send(claimed[1].outbound)

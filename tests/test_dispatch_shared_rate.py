@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.channels.base import ChannelSender, OutboundMessage, SendResult
 from bot.channels.twilio import TwilioSender
@@ -124,8 +125,8 @@ async def test_two_dispatchers_together_send_at_the_shared_rate(
     slots: list[float] = []
     claim = SharedRate.claim
 
-    async def noting(self: SharedRate, count: int) -> list[float]:
-        got = await claim(self, count)
+    async def noting(self: SharedRate, session: AsyncSession, count: int) -> list[float]:
+        got = await claim(self, session, count)
         slots.extend(got)
         return got
 
