@@ -14,6 +14,9 @@ client twice, which on a shared phone can be worse than a delayed message.
 A client has at most one row in flight at a time, across all dispatchers: their messages
 arrive in order, and a row is claimed only when it is about to be sent, so a crash leaves
 at most that one message in doubt.
+
+Every process together keeps to a provider sender's rate: each claim also takes its rows'
+send slots from one shared row (``SharedRate``), and each row is sent at its slot.
 """
 
 from __future__ import annotations
@@ -79,15 +82,8 @@ class SharedRate:
     CHUNK_SECONDS = 0.1
 
     def __init__(
-        self,
-        services: Services,
-        *,
-        channel: str,
-        sender: str,
-        rate: float,
-        wall: Callable[[], float],
+        self, *, channel: str, sender: str, rate: float, wall: Callable[[], float]
     ) -> None:
-        self.services = services
         self.channel = channel
         self.sender = sender[:64]
         self.rate = rate
@@ -289,9 +285,7 @@ class Dispatcher:
             sender = rate_sender(settings, channel)
             shared: SharedRate | None = None
             if rate is not None and sender is not None:
-                shared = SharedRate(
-                    self.services, channel=channel, sender=sender, rate=rate, wall=self._wall
-                )
+                shared = SharedRate(channel=channel, sender=sender, rate=rate, wall=self._wall)
             self._rates[channel] = shared
         return self._rates[channel]
 
