@@ -28,7 +28,7 @@ import logging
 import os
 import random
 import socket
-import time as wall_time
+import time as systime
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -162,7 +162,7 @@ class Dispatcher:
         backoff_cap: float = 900.0,
         max_in_flight: int | None = None,
         rng: random.Random | None = None,
-        wall: Callable[[], float] = wall_time.time,
+        wall: Callable[[], float] = systime.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.services = services
@@ -615,8 +615,8 @@ class Dispatcher:
                     self._tasks[channel] = asyncio.create_task(
                         self._channel_loop(channel), name=f"dispatch-{channel}"
                     )
-            if wall_time.monotonic() - last_reconcile >= self.reconcile_every:
-                last_reconcile = wall_time.monotonic()
+            if systime.monotonic() - last_reconcile >= self.reconcile_every:
+                last_reconcile = systime.monotonic()
                 try:
                     await self.reconcile()
                     await self._update_gauge()
