@@ -14,6 +14,9 @@ client twice, which on a shared phone can be worse than a delayed message.
 A client has at most one row in flight at a time, across all dispatchers: their messages
 arrive in order, and a row is claimed only when it is about to be sent, so a crash leaves
 at most that one message in doubt.
+
+Every process together keeps to a provider sender's rate: each claim also takes its rows'
+send slots from one shared row (``SharedRate``), and each row is sent at its slot.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import os
 import random
 import socket
-import time as monotonic_time
+import time as systime
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot import keywords
 from bot.appkeys import DISPATCHER, METRICS, SERVICES
 from bot.channels.base import ChannelSender, OutboundMessage, SendError, SendErrorKind, SendResult
+from bot.config import Settings
 from bot.core import BYPASS_OPT_OUT, CARRIES_NOTICE, NOTICE_CHANNELS, OPTOUT_CONFIRM, Choice
 from bot.metrics import Metrics
 from bot.quiet_hours import hold_until
@@ -63,47 +67,55 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class TokenBucket:
-    """A send-rate limit: ``rate`` per second, with a burst of a fifth of a second's worth."""
+class SharedRate:
+    """A provider sender's send rate, shared by every process through the ``send_rate`` row.
+
+    Each claim takes the next ``count`` send slots, ``1 / rate`` seconds apart, in one atomic
+    statement: however many dispatchers send through one Twilio number or Telegram bot,
+    together they stay at ``rate``, and while any has rows to send the slots are used.
+    Slot times are seconds since the epoch (``wall``), the one clock processes on several
+    machines share.
+    """
+
+    # Slots claimed at a time: a tenth of a second's worth, so one round trip serves many
+    # sends, and a dispatcher that dies leaves few slots unused.
+    CHUNK_SECONDS = 0.1
 
     def __init__(
-        self,
-        rate: float | None,
-        *,
-        capacity: float | None = None,
-        monotonic: Callable[[], float] = monotonic_time.monotonic,
+        self, *, channel: str, sender: str, rate: float, wall: Callable[[], float]
     ) -> None:
+        self.channel = channel
+        self.sender = sender[:64]
         self.rate = rate
-        self.capacity = capacity if capacity is not None else max(1.0, (rate or 1.0) / 5)
-        self._monotonic = monotonic
-        self._tokens = self.capacity
-        self._stamp = monotonic()
+        self.chunk = max(1, int(rate * self.CHUNK_SECONDS))
+        self._wall = wall
+        self.last_slot = 0.0
 
-    def _refill(self) -> None:
-        now = self._monotonic()
-        if self.rate is not None:
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+    async def claim(self, session: AsyncSession, count: int) -> list[float]:
+        """The times of the next ``count`` send slots (seconds since the epoch), claimed in
+        ``session``: with the rows they are for, or not at all."""
+        first = await repo.claim_send_slots(
+            session,
+            channel=self.channel,
+            sender=self.sender,
+            count=count,
+            rate=self.rate,
+            now=self._wall(),
+        )
+        slots = [first + i / self.rate for i in range(count)]
+        self.last_slot = slots[-1]
+        return slots
 
-    def available(self) -> int:
-        """Whole sends allowed right now."""
-        if self.rate is None:
-            return 1_000_000
-        self._refill()
-        return int(self._tokens)
 
-    def take(self, n: int) -> None:
-        if self.rate is None or n <= 0:
-            return
-        self._refill()
-        self._tokens -= n
-
-    def wait_time(self, sends: int = 1) -> float:
-        """Seconds until ``sends`` more sends are allowed."""
-        if self.rate is None:
-            return 0.0
-        self._refill()
-        return max(0.0, (min(sends, self.capacity) - self._tokens) / self.rate)
+def rate_sender(settings: Settings, channel: str) -> str | None:
+    """Whom a channel's send rate belongs to (the Twilio sender, the Telegram bot); None if
+    the channel has no rate."""
+    if channel == Channel.SMS:
+        return settings.twilio_messaging_service_sid or settings.twilio_from_number or "sms"
+    if channel == Channel.TELEGRAM and settings.telegram_bot_token is not None:
+        # The bot's id, the token's public half: the secret half is never stored.
+        return "bot" + settings.telegram_bot_token.get_secret_value().split(":", 1)[0]
+    return None
 
 
 _Outcome = tuple["_Claimed", "SendResult | SendError | str"]
@@ -121,7 +133,8 @@ class _Claimed:
     outbound: OutboundMessage
 
 
-def _default_name() -> str:
+def process_name() -> str:
+    """This process, as named in claims and leases: host, pid and a random tag."""
     return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
@@ -131,6 +144,8 @@ class Dispatcher:
     # Sends in flight at once per channel: 200/s at Twilio's ~0.3 s answers is 60. It bounds
     # what a crash can leave in doubt.
     MAX_IN_FLIGHT = 100
+    # Seconds before its last claimed slot that a busy loop claims the next chunk.
+    CLAIM_LEAD = 0.1
 
     def __init__(
         self,
@@ -147,12 +162,12 @@ class Dispatcher:
         backoff_cap: float = 900.0,
         max_in_flight: int | None = None,
         rng: random.Random | None = None,
-        monotonic: Callable[[], float] = monotonic_time.monotonic,
+        wall: Callable[[], float] = systime.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.services = services
         self.metrics = metrics
-        self.name = (name or _default_name())[:48]
+        self.name = (name or process_name())[:48]
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
@@ -161,9 +176,9 @@ class Dispatcher:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()
-        self._monotonic = monotonic
+        self._wall = wall
         self._sleep = sleep
-        self._buckets: dict[str, TokenBucket] = {}
+        self._rates: dict[str, SharedRate | None] = {}
         self._claims = itertools.count(1)
         self._events: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -207,10 +222,7 @@ class Dispatcher:
             if flying:
                 await asyncio.gather(*flying, return_exceptions=True)
                 continue
-            wait = await self._rate_wait()
-            if wait is None:
-                return total
-            await self._sleep(wait)
+            return total
         raise RuntimeError("dispatcher drain did not settle")
 
     async def start(self) -> None:
@@ -261,57 +273,65 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ rounds
 
-    def _bucket(self, channel: str) -> TokenBucket:
-        bucket = self._buckets.get(channel)
-        if bucket is None:
+    def _rate(self, channel: str) -> SharedRate | None:
+        """The channel's shared send rate; None when it has none."""
+        if channel not in self._rates:
             settings = self.services.settings
             rate: float | None = None
             if channel == Channel.SMS:
                 rate = settings.sms_send_rate
             elif channel == Channel.TELEGRAM:
                 rate = settings.telegram_send_rate
-            bucket = TokenBucket(rate, monotonic=self._monotonic)
-            self._buckets[channel] = bucket
-        return bucket
-
-    async def _rate_wait(self) -> float | None:
-        """How long until a rate-limited channel with due rows may send; None if none waits."""
-        empty = [c for c in self.services.senders if self._bucket(c).available() < 1]
-        if not empty:
-            return None
-        async with self.services.sessions() as session:
-            due = await repo.pending_due_count(session, channels=empty, now=self.services.clock())
-        if not due:
-            return None
-        return max(0.001, min(self._bucket(c).wait_time() for c in empty))
+            sender = rate_sender(settings, channel)
+            shared: SharedRate | None = None
+            if rate is not None and sender is not None:
+                shared = SharedRate(channel=channel, sender=sender, rate=rate, wall=self._wall)
+            self._rates[channel] = shared
+        return self._rates[channel]
 
     async def _round(self, channel: str, sender: ChannelSender, *, wait: bool = True) -> int:
-        """Claim what the rate allows now and start sending it; rows touched.
+        """Claim a chunk of due rows and their send slots, and start sending; rows touched.
 
-        ``wait=False`` (the background loop) returns once the sends have started, so the next
-        claim overlaps them: a round's database work does not eat into the send rate. Only
-        rows about to be sent are claimed, so a crash leaves few in doubt.
+        ``wait=False`` (the background loop) returns once the sends are under way, each
+        waiting for its slot, so the next claim overlaps them: a round's database work does
+        not eat into the send rate. Only rows about to be sent are claimed, so a crash leaves
+        few in doubt.
         """
-        bucket = self._bucket(channel)
+        rate = self._rate(channel)
         flying = self._in_flight.setdefault(channel, set())
         # One claim at a time per channel in this process, and its sends are in `flying`
         # before the next looks: drain() never mistakes a claim in progress for an empty queue.
         async with self._claiming.setdefault(channel, asyncio.Lock()):
-            n = min(self.batch_size, bucket.available(), self.max_in_flight - len(flying))
+            n = min(self.batch_size, self.max_in_flight - len(flying))
+            if rate is not None:
+                n = min(n, rate.chunk)
             if n < 1:
                 return 0
-            claimed, touched = await self._claim(channel, n)
-            bucket.take(len(claimed))
-            tasks = [asyncio.create_task(self._deliver(sender, c)) for c in claimed]
-            for task in tasks:
+            claimed, touched, slots = await self._claim(channel, n, rate)
+            tasks: list[asyncio.Task[None]] = []
+            for one, slot in zip(claimed, slots, strict=True):
+                if wait and slot is not None:
+                    # In turn, so that a test's sleep that only moves a fake clock still works.
+                    await self._wait_for(slot)
+                    slot = None
+                task = asyncio.create_task(self._deliver(sender, one, slot))
+                tasks.append(task)
                 flying.add(task)
                 task.add_done_callback(flying.discard)
         if wait and tasks:
             await asyncio.gather(*tasks)
         return touched
 
-    async def _claim(self, channel: str, limit: int) -> tuple[list[_Claimed], int]:
-        """Claim due rows and decide each: send now, skip, or hold for quiet hours."""
+    async def _wait_for(self, slot: float) -> None:
+        delay = slot - self._wall()
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def _claim(
+        self, channel: str, limit: int, rate: SharedRate | None = None
+    ) -> tuple[list[_Claimed], int, list[float | None]]:
+        """Claim due rows and decide each: send, skip, or hold for quiet hours; the rows to
+        send, the rows touched, and each send's slot (None: no rate, send at once)."""
         services = self.services
         now = services.clock()
         window = services.settings.quiet_hours
@@ -339,10 +359,14 @@ class Dispatcher:
                     continue
                 if claimed is not None:
                     out.append(claimed)
+            # In the claim's transaction: rows claimed always have their slots.
+            slots: list[float | None] = [None] * len(out)
+            if rate is not None and out:
+                slots = list(await rate.claim(session, len(out)))
         for item in items:
             if item.status == OutboxStatus.SKIPPED:
                 self._count(channel, "skipped")
-        return out, len(items)
+        return out, len(items), slots
 
     async def _prefetch(self, session: AsyncSession, items: list[OutboxItem]) -> None:
         """Load the claimed rows' messages, clients and identities in three queries.
@@ -455,7 +479,11 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ outcomes
 
-    async def _deliver(self, sender: ChannelSender, claimed: _Claimed) -> None:
+    async def _deliver(
+        self, sender: ChannelSender, claimed: _Claimed, slot: float | None = None
+    ) -> None:
+        if slot is not None:
+            await self._wait_for(slot)
         outcome: SendResult | SendError | str
         try:
             outcome = await sender.send(claimed.outbound)
@@ -599,8 +627,8 @@ class Dispatcher:
                     self._tasks[channel] = asyncio.create_task(
                         self._channel_loop(channel), name=f"dispatch-{channel}"
                     )
-            if monotonic_time.monotonic() - last_reconcile >= self.reconcile_every:
-                last_reconcile = monotonic_time.monotonic()
+            if systime.monotonic() - last_reconcile >= self.reconcile_every:
+                last_reconcile = systime.monotonic()
                 try:
                     await self.reconcile()
                 except Exception as exc:
@@ -610,10 +638,6 @@ class Dispatcher:
 
     async def _channel_loop(self, channel: str) -> None:
         event = self._events.setdefault(channel, asyncio.Event())
-        bucket = self._bucket(channel)
-        # After a busy round, wait for a few sends' worth of rate (at most 50 ms) rather than
-        # claiming one row at a time: fewer, larger claims for the same rate.
-        gather_up = max(1, int(bucket.capacity / 2))
         while not self._stopping:
             event.clear()
             # Looked up each round: a sender replaced while running (tests, a reconfigured
@@ -632,15 +656,17 @@ class Dispatcher:
             if len(flying) >= self.max_in_flight:
                 await asyncio.wait(list(flying), return_when=asyncio.FIRST_COMPLETED)
                 continue
+            rate = self._rate(channel)
             if n:
-                if bucket.available() < gather_up:
-                    await asyncio.sleep(bucket.wait_time(gather_up))
+                if rate is not None:
+                    # The next chunk is claimed shortly before this one's last slot: early
+                    # enough that no slot passes unused, late enough not to hold rows long.
+                    ahead = rate.last_slot - self._wall() - self.CLAIM_LEAD
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
                 continue
-            timeout = self.poll_interval
-            if bucket.available() < 1:
-                timeout = min(timeout, max(0.001, bucket.wait_time()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+                await asyncio.wait_for(event.wait(), self.poll_interval)
 
 
 async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:

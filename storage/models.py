@@ -395,3 +395,32 @@ class KeyState(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     current_kid: str = Field(max_length=32)
     rotated_at: datetime = _ts()
+
+
+# --------------------------------------------------------------------------- shared by processes
+
+
+class Lease(SQLModel, table=True):
+    """Work only one process may do at a time (the Telegram poller): who holds it, until when.
+
+    The holder renews it well before ``expires_at``; a holder that dies stops renewing, and
+    another process takes it once it has expired.
+    """
+
+    name: str = Field(max_length=64, primary_key=True)
+    holder: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class SendRate(SQLModel, table=True):
+    """A provider's send rate shared by every process: the next free send slot of a sender.
+
+    ``next_at`` is seconds since the epoch, not a datetime, so that claiming slots is one
+    portable UPDATE (``max(next_at, now) + k / rate``) on PostgreSQL and SQLite alike.
+    """
+
+    __tablename__ = "send_rate"
+
+    channel: str = Field(max_length=16, primary_key=True)
+    sender: str = Field(max_length=64, primary_key=True)
+    next_at: float = Field(default=0.0)

@@ -43,7 +43,7 @@ from tests.fakes.fake_twilio import (
 
 
 class FakeMonotonic:
-    """A monotonic clock and a sleep that only moves it: rate limits without real waiting."""
+    """A clock in seconds and a sleep that only moves it: send slots without real waiting."""
 
     def __init__(self) -> None:
         self.t = 1000.0
@@ -65,7 +65,7 @@ class Env:
 
     def dispatcher(self, **kw: Any) -> Dispatcher:
         kw.setdefault("metrics", self.metrics)
-        return Dispatcher(self.services, monotonic=self.mono, sleep=self.mono.sleep, **kw)
+        return Dispatcher(self.services, wall=self.mono, sleep=self.mono.sleep, **kw)
 
     async def client(self, phone: str, **kw: Any) -> Client:
         async with self.services.sessions() as session, session.begin():
@@ -343,7 +343,7 @@ async def test_a_dispatcher_killed_after_claiming_is_not_blindly_resent(env: Env
     await env.queue(client, "claimed, then the process died")
     await env.queue(await env.client(_phone(2)), "sent, then the process died")
     dead = env.dispatcher(name="dead")
-    claimed, _ = await dead._claim("sms", 10)
+    claimed, _touched, _slots = await dead._claim("sms", 10)
     assert len(claimed) == 2
     # One reached Twilio before the crash, the other never left; neither was recorded.
     await env.services.senders["sms"].send(claimed[1].outbound)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ from sqlalchemy import text
 
 from bot.app import create_app
 from bot.channels.twilio import CredentialCheck
+from bot.clock import system_clock
+from bot.handlers.telegram_routes import POLL_LEASE
 from bot.handlers.twilio_routes import CREDENTIALS, CredentialWatch
 from bot.services import Services
+from storage import repo
 from storage.db import create_engine, session_factory
 from storage.migrate import alembic_config, head_revision
 from tests.conftest import make_settings
@@ -207,3 +211,30 @@ async def test_only_an_unsettled_answer_is_asked_again() -> None:
     watch = CredentialWatch(rejected)  # type: ignore[arg-type]
     await watch.run(first_pause=0)
     assert rejected.asked == 1 and watch.result is not None and not watch.result.ok
+
+
+async def test_a_process_standing_by_for_the_poller_lease_is_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Telegram allows one poller: another process holds the lease, so this one stands by.
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            held = await repo.take_lease(
+                session,
+                name=POLL_LEASE,
+                holder="the-other-process",
+                now=system_clock(),  # the clock _app's services run on
+                ttl=timedelta(hours=1),
+            )
+            assert held
+    finally:
+        await engine.dispose()
+    async with _app(database_url, tmp_path, twilio=False, webhook=False) as (http, telegram, _):
+        status, body = await _ready(http)
+        assert status == 200, body
+        assert body["checks"]["telegram"] == {
+            "ok": True,
+            "detail": "standing by: another process polls",
+        }
+        assert telegram.of("getUpdates") == []  # this process never polled

@@ -430,6 +430,8 @@ class TelegramChannel:
         self.application = application or build_application(settings)
         self.ready = False
         self._poller: asyncio.Task[None] | None = None
+        self._sink: UpdateSink | None = None
+        self._auto_poll = True
         self._connector: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -463,12 +465,34 @@ class TelegramChannel:
             raise ValueError("not a Telegram update")
         return Update.de_json(data, self.bot)
 
-    async def start(self, sink: UpdateSink, *, on_ready: Callable[[], Awaitable[None]]) -> None:
+    @property
+    def long_polls(self) -> bool:
+        """True when updates come by long polling (no public URL for a webhook)."""
+        return self.webhook_url is None
+
+    @property
+    def polling(self) -> bool:
+        """True while this process long-polls getUpdates."""
+        return self._poller is not None and not self._poller.done()
+
+    async def start(
+        self,
+        sink: UpdateSink,
+        *,
+        on_ready: Callable[[], Awaitable[None]],
+        poll: bool = True,
+    ) -> None:
         """Connects (retrying in the background if Telegram is unreachable), then registers
-        the webhook, or starts long polling when there is no public URL."""
+        the webhook, or starts long polling when there is no public URL.
+
+        ``poll=False``: connect without polling; ``start_polling`` starts it later (only one
+        process may poll a bot at a time, and the caller decides which).
+        """
         if self.webhook_url and self.settings.telegram_webhook_secret is None:
             raise ConfigError("TELEGRAM_WEBHOOK_SECRET is required with PUBLIC_BASE_URL")
         self._stopping = False
+        self._sink = sink
+        self._auto_poll = poll
         try:
             await self._connect(sink, on_ready)
         except (NetworkError, InvalidToken) as exc:
@@ -491,8 +515,9 @@ class TelegramChannel:
         else:
             # A webhook left from an earlier deployment would make getUpdates fail (409).
             await self.bot.delete_webhook(drop_pending_updates=False)
-            self._poller = asyncio.create_task(self._poll(sink))
         self.ready = True
+        if self._auto_poll:
+            self.start_polling()
         try:
             await on_ready()
         except TelegramError as exc:
@@ -511,6 +536,22 @@ class TelegramChannel:
             except (NetworkError, InvalidToken) as exc:
                 log.warning("Telegram still not reachable (%s)", type(exc).__name__)
                 delay = min(delay * 2, 300.0)
+
+    def start_polling(self) -> None:
+        """Starts long polling, once connected; does nothing if already polling."""
+        if not self.ready or self._stopping or self._sink is None or not self.long_polls:
+            return
+        if self.polling:
+            return
+        self._poller = asyncio.create_task(self._poll(self._sink), name="telegram-poll")
+
+    async def stop_polling(self) -> None:
+        """Stops long polling now (an update being stored is read again by the next poller)."""
+        task, self._poller = self._poller, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _poll(self, sink: UpdateSink) -> None:
         """Long polling: each update goes to ``sink`` (which stores it) before the next offset.

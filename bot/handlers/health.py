@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.appkeys import METRICS, SERVICES
-from bot.handlers.telegram_routes import TELEGRAM
+from bot.handlers.telegram_routes import POLL_LEASE, TELEGRAM
 from bot.handlers.twilio_routes import CREDENTIALS
+from storage import repo
 from storage.db import ping
 from storage.migrate import current_revision, head_revision
 
@@ -59,6 +60,23 @@ def _sms(request: web.Request) -> dict[str, Any]:
     return _check(watch.result.ok, watch.result.detail)
 
 
+async def _telegram(request: web.Request, *, database: bool) -> dict[str, Any]:
+    """The webhook set, or updates polled: by this process, or by the one holding the lease
+    (Telegram allows one poller; the others stand by, ready to take over)."""
+    channel = request.app.get(TELEGRAM)
+    if channel is None:
+        return _check(False, "not set up")
+    ok, detail = channel.readiness()
+    if ok or not (channel.ready and channel.long_polls and not channel.polling and database):
+        return _check(ok, detail)
+    services = request.app[SERVICES]
+    async with services.sessions() as session:
+        holder = await repo.lease_holder(session, name=POLL_LEASE, now=services.clock())
+    if holder is None:
+        return _check(False, "no process polls Telegram")
+    return _check(True, "standing by: another process polls")
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Answers 200 when migrations are current, the database answers and every configured
     channel can carry messages; 503 naming what fails."""
@@ -74,10 +92,7 @@ async def readyz(request: web.Request) -> web.Response:
     if settings.sms_enabled:
         checks["sms"] = _sms(request)
     if settings.telegram_enabled:
-        channel = request.app.get(TELEGRAM)
-        checks["telegram"] = (
-            _check(*channel.readiness()) if channel is not None else _check(False, "not set up")
-        )
+        checks["telegram"] = await _telegram(request, database=database)
     failing = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "not ready" if failing else "ready", "failing": failing, "checks": checks}
     return web.json_response(body, status=503 if failing else 200)

@@ -484,6 +484,9 @@ class InboundProcessor:
 
 
 PROCESSOR = web.AppKey("inbound_processor", InboundProcessor)
+# Seconds between sweeps that take every unprocessed message: set in a worker process, which
+# is handed nothing by the web processes that store what arrives.
+SWEEP_EVERY = web.AppKey("inbound_sweep_every", float)
 
 
 async def processor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -494,6 +497,8 @@ async def processor_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         on_queued=dispatcher.poke if dispatcher is not None else None,
     )
+    if SWEEP_EVERY in app:
+        processor.sweep_every, processor.sweep_age = app[SWEEP_EVERY], timedelta(0)
     app[PROCESSOR] = processor
     await processor.start()
     yield

@@ -7,9 +7,12 @@ stores it before the 200.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -22,10 +25,13 @@ from bot.channels.telegram import (
     TelegramSender,
     parse_update,
 )
+from bot.dispatch import process_name
 from bot.handlers import router
 from bot.handlers import staff as staff_handlers
 from bot.handlers.inbound import PROCESSOR
+from bot.services import Services
 from storage import repo
+from storage.db import transaction
 from storage.models import Channel
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,7 @@ def _secret_ok(settings_secret: str | None, given: str | None) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), settings_secret.encode("utf-8"))
 
 
-async def webhook(request: web.Request) -> web.Response:
+async def webhook_route(request: web.Request) -> web.Response:
     """Stores one update sent with the right secret token, then answers 200."""
     app = request.app
     services = app[SERVICES]
@@ -103,8 +109,93 @@ async def sync_commands(app: web.Application) -> None:
     await app[TELEGRAM].set_commands(staff_handlers.CLIENT_COMMANDS, per_chat)
 
 
+POLL_LEASE = "telegram-poller"
+
+
+class PollerLease:
+    """Exactly one process long-polls Telegram (it allows one consumer): the lease holder.
+
+    Every ``renew_every`` seconds the holder renews the lease for ``ttl``, and every other
+    process tries to take it: when the holder dies it stops renewing and another takes over
+    once the lease expires; when it stops cleanly it gives the lease up for the next try.
+    A holder that cannot renew (its lease expired, the database is away) stops polling
+    before another may start.
+    """
+
+    RENEW_EVERY = 3.0
+    TTL = timedelta(seconds=15)
+
+    def __init__(
+        self,
+        services: Services,
+        channel: TelegramChannel,
+        *,
+        name: str | None = None,
+        renew_every: float = RENEW_EVERY,
+        ttl: timedelta = TTL,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.services = services
+        self.channel = channel
+        self.name = (name or process_name())[:64]
+        self.renew_every = renew_every
+        self.ttl = ttl
+        self._sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+
+    async def step(self) -> bool:
+        """Take or renew the lease, and poll exactly when held; True when held."""
+        try:
+            async with transaction(self.services.sessions) as session:
+                held = await repo.take_lease(
+                    session,
+                    name=POLL_LEASE,
+                    holder=self.name,
+                    now=self.services.clock(),
+                    ttl=self.ttl,
+                )
+        except Exception as exc:
+            log.warning("Telegram poller lease could not be renewed: %s", type(exc).__name__)
+            held = False
+        if held:
+            self.channel.start_polling()
+        elif self.channel.polling:
+            log.info("Telegram poller lease lost; another process polls")
+            await self.channel.stop_polling()
+        return held
+
+    async def _run(self) -> None:
+        while True:
+            await self.step()
+            await self._sleep(self.renew_every)
+
+    def start(self) -> None:
+        """Keeps trying for the lease in the background until ``stop``."""
+        self._task = asyncio.create_task(self._run(), name="telegram-poller-lease")
+
+    async def stop(self) -> None:
+        """Stops polling, then gives the lease up so another process takes over at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.channel.stop_polling()
+        with contextlib.suppress(Exception):
+            async with transaction(self.services.sessions) as session:
+                await repo.release_lease(
+                    session, name=POLL_LEASE, holder=self.name, now=self.services.clock()
+                )
+
+
+POLLER = web.AppKey("telegram_poller", PollerLease)
+
+
 async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Connects the bot (webhook or long polling) for the application's lifetime."""
+    """Connects the bot (webhook or long polling) for the application's lifetime.
+
+    Without a webhook, polling is left to ``PollerLease``: one process at a time.
+    """
     channel = app[TELEGRAM]
 
     async def sink(update: Update) -> None:
@@ -112,19 +203,30 @@ async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def on_ready() -> None:
         await sync_commands(app)
+        if poller is not None:
+            await poller.step()  # poll at once rather than at the next renewal
 
-    await channel.start(sink, on_ready=on_ready)
+    poller = app.get(POLLER)
+    await channel.start(sink, on_ready=on_ready, poll=False)
+    if poller is not None:
+        poller.start()
     yield
+    if poller is not None:
+        await poller.stop()
     await channel.stop()
 
 
-def setup(app: web.Application) -> None:
-    """Adds the webhook route, the Telegram sender and its lifecycle when a token is set."""
+def setup(app: web.Application, *, webhook: bool = True, poller: bool = True) -> None:
+    """Adds the webhook route (``webhook``), the Telegram sender and its lifecycle when a
+    token is set; without a public URL, ``poller`` processes take turns to long-poll."""
     services = app[SERVICES]
     if not services.settings.telegram_enabled:
         return
     channel = TelegramChannel(services.settings)
     app[TELEGRAM] = channel
     services.senders[Channel.TELEGRAM] = TelegramSender(channel)
-    app.router.add_post(WEBHOOK_PATH, webhook)
+    if channel.long_polls and poller:
+        app[POLLER] = PollerLease(services, channel)
+    if webhook:
+        app.router.add_post(WEBHOOK_PATH, webhook_route)
     app.cleanup_ctx.append(telegram_ctx)

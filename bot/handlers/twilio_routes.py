@@ -167,11 +167,13 @@ async def credentials_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def setup(app: web.Application) -> None:
-    """Adds the Twilio routes, and the SMS sender when Twilio is configured."""
+def setup(app: web.Application, *, routes: bool = True) -> None:
+    """Adds the Twilio routes (unless ``routes`` is False), and the SMS sender when Twilio is
+    configured."""
     services = app[SERVICES]
-    app.router.add_post(SMS_PATH, sms_webhook)
-    app.router.add_post(STATUS_PATH, status_webhook)
+    if routes:
+        app.router.add_post(SMS_PATH, sms_webhook)
+        app.router.add_post(STATUS_PATH, status_webhook)
     if Channel.SMS not in services.senders:
         sender = TwilioSender.from_settings(services.settings)
         if sender is not None:

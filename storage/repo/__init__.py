@@ -99,6 +99,13 @@ from storage.repo.conversations import (
     load_conversation,
     save_conversation,
 )
+from storage.repo.leases import (
+    RATE_HORIZON,
+    claim_send_slots,
+    lease_holder,
+    release_lease,
+    take_lease,
+)
 from storage.repo.messages import (
     add_document,
     claim_inbound,
@@ -173,6 +180,7 @@ __all__ = [
     "APPOINTMENT_CANCELLED",
     "CHUNK",
     "CLAIM_WINDOW",
+    "RATE_HORIZON",
     "REFERENCE_ALPHABET",
     "REFERENCE_LENGTH",
     "BroadcastStatus",
@@ -205,6 +213,7 @@ __all__ = [
     "claim_inbound",
     "claim_outbox",
     "claim_scheduled",
+    "claim_send_slots",
     "client_for_address",
     "client_key",
     "client_name",
@@ -252,6 +261,7 @@ __all__ = [
     "identities_of_clients",
     "identity_address",
     "latest_prompt",
+    "lease_holder",
     "load_conversation",
     "load_staff_dialogue",
     "lock_client",
@@ -279,6 +289,7 @@ __all__ = [
     "record_delivery_report",
     "record_inbound_failure",
     "record_status",
+    "release_lease",
     "relink_identity",
     "reply_identity",
     "require_case",
@@ -306,6 +317,7 @@ __all__ = [
     "store_inbound",
     "store_staff_inbound",
     "take_claimed",
+    "take_lease",
     "take_staff_dialogue",
     "unassigned_cases",
     "upsert_scheduled",

@@ -22,9 +22,11 @@ from storage.models import (
     ConversationState,
     Document,
     KeyState,
+    Lease,
     Message,
     OutboxItem,
     ScheduledItem,
+    SendRate,
     Staff,
     StaffDialogue,
 )
@@ -107,6 +109,8 @@ def _rows() -> list[SQLModel]:
             client_id=1, allowed=False, detail="not assigned",
         ),
         KeyState(id=1, current_kid="0123456789abcdef", rotated_at=t),
+        Lease(name="telegram-poller", holder="host:1:abcdef12", expires_at=t),
+        SendRate(channel="sms", sender="+15550001111", next_at=1_772_463_600.125),
     ]  # fmt: skip
 
 
@@ -123,7 +127,7 @@ async def test_every_table_round_trips(services: Services) -> None:
     async with services.sessions() as session:
         for row, expected in zip(rows, written, strict=True):
             model = type(row)
-            pk: Any = expected.get("id", expected.get("client_id", expected.get("staff_id")))
+            pk: Any = tuple(expected[c.name] for c in model.__table__.primary_key.columns)
             loaded = await session.get(model, pk)
             assert loaded is not None, model.__name__
             got = loaded.model_dump()
