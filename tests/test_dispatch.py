@@ -216,13 +216,16 @@ async def test_the_send_rate_holds(env: Env) -> None:
 
 async def test_provider_faults_still_deliver_every_message_exactly_once(env: Env) -> None:
     # Twilio has no idempotency key, so a send that went through but answered after the
-    # client's timeout is sent again: on a busy machine the fixture's 0.1 s would make a
-    # fault of a slow success. Half a second is still well short of the fake's 1 s stall.
+    # client's timeout is sent again. The fake runs in this test's own event loop, beside 40
+    # concurrent sends and their database work: the fixture's 0.1 s (or half a second) can
+    # pass before a success is answered. Two seconds cannot, and the fake's timeout fault
+    # stalls longer still, so it stays a timeout.
     quick = env.services.senders["sms"]
-    patient = TwilioSender.from_settings(env.services.settings, timeout=0.5)
+    patient = TwilioSender.from_settings(env.services.settings, timeout=2.0)
     assert patient is not None
     env.services.senders["sms"] = patient
     await quick.close()
+    env.fake.slow_seconds = 2.5
     env.fake.fail_randomly(0.3, kinds=("429", "500", "timeout"))
     env.fake.retry_after = "3"
     clients = [await env.client(_phone(i)) for i in range(40)]
