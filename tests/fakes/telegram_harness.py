@@ -245,6 +245,11 @@ async def tg(database_url: str, tmp_path: Path, clock: FakeClock) -> AsyncIterat
             TWILIO_AUTH_TOKEN=fake_twilio.AUTH_TOKEN,
             TWILIO_FROM_NUMBER=fake_twilio.FROM_NUMBER,
             TWILIO_API_BASE_URL=twilio.base_url,
+            # The send rate is shared by every dispatcher on the database (the app's own and
+            # settle()'s), in real seconds: at the default 1 SMS/s a scenario of a dozen
+            # answers would wait that long. What the rate does is tested in test_dispatch*.
+            SMS_SEND_RATE=1000,
+            TELEGRAM_SEND_RATE=1000,
         )
         services = Services.build(settings, clock=clock)
         app = create_app(settings, services=services)
