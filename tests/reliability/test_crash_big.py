@@ -31,6 +31,7 @@ from tests.test_crash import kill_mid_stream
 
 pytestmark = pytest.mark.reliability
 
+RATE = 60  # SMS per second, shared by the processes
 RECIPIENTS = 300
 LANGS = ["en", "es", "ht", "zh", "vi", "ar"]
 TEXTS = {lang: f"Office closed Monday ({lang})." for lang in LANGS}
@@ -73,7 +74,9 @@ async def test_kill_9_mid_broadcast(database_url: str, tmp_path: Path) -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = tmp_path / "serve.log"
-        env = serve_env(database_url, tmp_path / "data", fake.base_url, port, SMS_SEND_RATE="60")
+        env = serve_env(
+            database_url, tmp_path / "data", fake.base_url, port, SMS_SEND_RATE=str(RATE)
+        )
         proc = serve(env, port, log)
         try:
             async with aiohttp.ClientSession() as http:
@@ -119,7 +122,11 @@ async def test_kill_9_mid_broadcast(database_url: str, tmp_path: Path) -> None:
     # Only an in-doubt row may have no message; everyone else got exactly one.
     assert len(missing) <= len(in_review)
     assert len(sent_rows) + len(in_review) == RECIPIENTS
-    assert len(in_review) <= 10, "in doubt should be the few sends in flight at the kill"
+    # In doubt: the rows a dispatcher held claimed at the kill. With the send rate shared
+    # through the database it claims slots a tenth of a second at a time, the next chunk just
+    # before the last one's final slot, and records outcomes by group commit: at 60/s that is
+    # well under half a second of sends. They go to review, never resent blindly.
+    assert len(in_review) <= RATE // 2, "in doubt should be the sends claimed at the kill"
     say(
         f"crash: broadcast to {RECIPIENTS}, kill -9 after {at_kill} sent, restarted: "
         f"{len(per_phone)} recipients got exactly one, 0 duplicates, "
