@@ -353,12 +353,24 @@ class _LanguageOf:
                         pieces[lang].add(piece)
         shared = Counter(p for found in pieces.values() for p in found)
         self.pieces = {lang: {p for p in found if shared[p] == 1} for lang, found in pieces.items()}
+        # Short texts ("¿Es urgente?" with buttons on Telegram) hold no piece long enough to
+        # tell: a line that is a whole translation of one language alone tells instead.
+        whole: dict[str, set[str]] = {
+            lang: {i18n.gettext(lang, m).strip() for m in msgids if "{" not in m} for lang in pieces
+        }
+        common = Counter(t for found in whole.values() for t in found)
+        self.whole = {
+            lang: {t for t in found if t and common[t] == 1} for lang, found in whole.items()
+        }
         self._seen: dict[str, frozenset[str]] = {}
 
     def __call__(self, body: str) -> frozenset[str]:
         if body not in self._seen:
+            lines = {line.strip() for line in body.splitlines()}
             self._seen[body] = frozenset(
-                lang for lang, found in self.pieces.items() if any(p in body for p in found)
+                lang
+                for lang, found in self.pieces.items()
+                if any(p in body for p in found) or lines & self.whole[lang]
             )
         return self._seen[body]
 
